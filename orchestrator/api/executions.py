@@ -1,0 +1,277 @@
+"""Estimate, execute, follow, inspect, cancel, resume, deliverables."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from queue import Empty
+from typing import Any
+
+from flask import Response, current_app, g, request, stream_with_context
+from flask_openapi3 import APIBlueprint, Tag
+from sqlalchemy import func, select
+
+from orchestrator import coordinator
+from orchestrator.api.models import (
+    DeliverablesOut,
+    EstimateBody,
+    EstimateOut,
+    ExecuteBody,
+    ExecuteOut,
+    ExecutionList,
+    ExecutionOut,
+    ExecutionPath,
+    ExecutionsQuery,
+)
+from orchestrator.auth import Scope
+from orchestrator.constants import Priority
+from orchestrator.db import Deliverable, PipelineExecution, StageExecution
+from orchestrator.errors import NotFound
+from orchestrator.estimates import estimate_run
+from orchestrator.runtime import Runtime
+
+api = APIBlueprint(
+    "executions", __name__, abp_tags=[Tag(name="executions")], abp_security=[{"bearer": []}]
+)
+
+#: Seconds between SSE comments on an idle stream, so proxies keep it open.
+HEARTBEAT_S = 15
+DOWNLOAD_URL_TTL = timedelta(hours=1)
+
+
+def runtime() -> Runtime:
+    return current_app.extensions["orchestrator"]
+
+
+def _iso(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
+
+
+def owned_execution(execution_id: str) -> PipelineExecution:
+    """The execution if this key may see it; another client's is reported as not found."""
+    execution = coordinator.load(runtime(), execution_id)
+    principal = g.principal
+    if not principal.sees_everything() and execution.client_id != principal.client_id:
+        raise NotFound(f"execution {execution_id!r} not found")
+    return execution
+
+
+def serialize(
+    execution: PipelineExecution, stages: list[StageExecution] | None = None
+) -> dict[str, Any]:
+    body = {
+        "execution_id": execution.execution_id,
+        "request_id": execution.request_id,
+        "client_id": execution.client_id,
+        "template_name": execution.template_name,
+        "template_version": execution.template_version,
+        "parameters": execution.parameters,
+        "priority": execution.priority,
+        "status": execution.status,
+        "error": execution.error,
+        "estimated_cost_usd": execution.estimated_cost_usd,
+        "estimated_time_ms": execution.estimated_time_ms,
+        "total_cost_usd": execution.total_cost_usd,
+        "total_time_ms": execution.total_time_ms,
+        "created_at": _iso(execution.created_at),
+        "started_at": _iso(execution.started_at),
+        "completed_at": _iso(execution.completed_at),
+        "progress_url": f"/progress/{execution.execution_id}",
+    }
+    if stages is not None:
+        body["stages"] = [
+            {
+                "stage_id": s.stage_id,
+                "stage": s.stage_name,
+                "worker": s.worker_name,
+                "action": s.action,
+                "order": s.stage_order,
+                "status": s.status,
+                "attempts": s.attempts,
+                "cost_usd": s.cost_usd or 0.0,
+                "time_ms": s.time_ms,
+                "cache_hit": s.cache_hit,
+                "started_at": _iso(s.started_at),
+                "completed_at": _iso(s.completed_at),
+                "summary": s.summary_data,
+                "data_reference": s.data_reference,
+                "error": s.error,
+            }
+            for s in stages
+        ]
+    return body
+
+
+def live_stages(execution_id: str) -> list[StageExecution]:
+    """Stage rows, brought up to date from the run's live Redis state while it runs."""
+    from orchestrator.run_state import RunState
+
+    rt = runtime()
+    state = RunState(rt.redis)
+    execution = coordinator.load(rt, execution_id)
+    if execution.status in {"running", "queued"} and state.exists(execution_id):
+        coordinator.persist(
+            rt, execution_id, state.stages(execution_id), state.packets(execution_id)
+        )
+    with rt.db.session() as session:
+        return list(
+            session.scalars(
+                select(StageExecution)
+                .where(StageExecution.execution_id == execution_id)
+                .order_by(StageExecution.stage_order)
+            )
+        )
+
+
+@api.post("/estimate", responses={200: EstimateOut})
+def estimate(body: EstimateBody) -> dict[str, Any]:
+    """Cost, time and feasibility of a run, before anything runs."""
+    g.principal.require(Scope.CLIENT)
+    return estimate_run(runtime(), body.template_name, body.parameters)
+
+
+@api.post("/execute", responses={202: ExecuteOut})
+def execute(body: ExecuteBody) -> tuple[dict[str, Any], int]:
+    """Start a run; the same request_id from the same client returns the same execution."""
+    g.principal.require(Scope.CLIENT)
+    rt = runtime()
+    execution, _created = coordinator.submit(
+        rt,
+        body.template_name,
+        body.parameters,
+        client_id=g.principal.client_id,
+        request_id=body.request_id,
+        priority=Priority(body.priority),
+    )
+    base = execution.started_at or execution.created_at or datetime.now(UTC)
+    base = base if base.tzinfo else base.replace(tzinfo=UTC)
+    eta = base + timedelta(milliseconds=execution.estimated_time_ms or 0)
+    return {
+        "execution_id": execution.execution_id,
+        "status": execution.status,
+        "estimated_completion": eta.isoformat(),
+        "progress_url": f"/progress/{execution.execution_id}",
+    }, 202
+
+
+@api.get("/executions", responses={200: ExecutionList})
+def list_executions(query: ExecutionsQuery) -> dict[str, Any]:
+    """Executions this key may see, newest first; filter by status and template."""
+    g.principal.require(Scope.CLIENT, Scope.MONITOR)
+    conditions = []
+    if not g.principal.sees_everything():
+        conditions.append(PipelineExecution.client_id == g.principal.client_id)
+    if query.status:
+        conditions.append(PipelineExecution.status == query.status)
+    if query.template:
+        conditions.append(PipelineExecution.template_name == query.template)
+    with runtime().db.session() as session:
+        total = session.scalar(
+            select(func.count()).select_from(PipelineExecution).where(*conditions)
+        )
+        rows = session.scalars(
+            select(PipelineExecution)
+            .where(*conditions)
+            .order_by(PipelineExecution.created_at.desc())
+            .limit(query.limit)
+            .offset(query.offset)
+        ).all()
+        items = [serialize(row) for row in rows]
+    return {"items": items, "total": total or 0, "limit": query.limit, "offset": query.offset}
+
+
+@api.get("/executions/<execution_id>", responses={200: ExecutionOut})
+def get_execution(path: ExecutionPath) -> dict[str, Any]:
+    """Status, per-stage status, cost, time, handshake summaries and errors."""
+    g.principal.require(Scope.CLIENT, Scope.MONITOR)
+    owned_execution(path.execution_id)
+    stages = live_stages(path.execution_id)
+    return serialize(coordinator.load(runtime(), path.execution_id), stages)
+
+
+@api.post("/executions/<execution_id>/cancel", responses={200: ExecutionOut})
+def cancel(path: ExecutionPath) -> dict[str, Any]:
+    """Stop the run: revoke what runs, release every reservation."""
+    g.principal.require(Scope.CLIENT)
+    owned_execution(path.execution_id)
+    coordinator.cancel(runtime(), path.execution_id)
+    return serialize(coordinator.load(runtime(), path.execution_id), live_stages(path.execution_id))
+
+
+@api.post("/executions/<execution_id>/resume", responses={202: ExecutionOut})
+def resume(path: ExecutionPath) -> tuple[dict[str, Any], int]:
+    """Rerun a failed or cancelled execution from its last good checkpoints."""
+    g.principal.require(Scope.CLIENT)
+    owned_execution(path.execution_id)
+    from orchestrator.recovery import resume as resume_execution
+
+    resume_execution(runtime(), path.execution_id)
+    return serialize(coordinator.load(runtime(), path.execution_id)), 202
+
+
+@api.get("/executions/<execution_id>/deliverables", responses={200: DeliverablesOut})
+def deliverables(path: ExecutionPath) -> dict[str, Any]:
+    """The run's outputs for people, with time-limited download URLs."""
+    g.principal.require(Scope.CLIENT, Scope.MONITOR)
+    owned_execution(path.execution_id)
+    rt = runtime()
+    with rt.db.session() as session:
+        rows = session.scalars(
+            select(Deliverable)
+            .where(Deliverable.execution_id == path.execution_id)
+            .order_by(Deliverable.name)
+        ).all()
+    items = []
+    for row in rows:
+        try:
+            url = rt.store.presigned_url(row.storage_key, expires=DOWNLOAD_URL_TTL)
+        except NotFound:
+            url = None  # expired or removed: listed, but no longer downloadable
+        items.append(
+            {
+                "name": row.name,
+                "content_type": row.content_type,
+                "size_bytes": row.size_bytes,
+                "checksum": row.checksum,
+                "expires_at": _iso(row.expires_at),
+                "url": url,
+                "url_expires_in_s": int(DOWNLOAD_URL_TTL.total_seconds()),
+            }
+        )
+    return {"execution_id": path.execution_id, "deliverables": items}
+
+
+@api.get("/progress/<execution_id>")
+def progress(path: ExecutionPath) -> Response:
+    """Server-Sent Events until the final one; ``Last-Event-ID`` resumes without loss."""
+    g.principal.require(Scope.CLIENT, Scope.MONITOR)
+    owned_execution(path.execution_id)
+    hub = current_app.extensions["stream_hub"]
+    last = request.headers.get("Last-Event-ID") or request.args.get("last_event_id")
+    subscription = hub.subscribe(path.execution_id, last)
+
+    def stream() -> Iterator[str]:
+        try:
+            yield "retry: 2000\n\n"
+            while True:
+                try:
+                    item = subscription.queue.get(timeout=HEARTBEAT_S)
+                except Empty:
+                    yield ": keep-alive\n\n"
+                    continue
+                if item is None:
+                    return
+                event_id, event = item
+                kind = "final" if event.get("type") == "final" else "progress"
+                yield f"id: {event_id}\nevent: {kind}\ndata: {json.dumps(event)}\n\n"
+        finally:
+            hub.unsubscribe(subscription)
+
+    return Response(
+        stream_with_context(stream()),
+        mimetype="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )

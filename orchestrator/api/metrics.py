@@ -1,0 +1,110 @@
+"""Prometheus metrics: request counters and latencies, plus the pool and runs at scrape time."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from sqlalchemy import func, select
+
+from orchestrator.db import PipelineExecution
+
+if TYPE_CHECKING:
+    from flask import Request, Response
+
+    from orchestrator.api.stream_hub import StreamHub
+    from orchestrator.runtime import Runtime
+
+
+class PoolCollector:
+    """Reads the live pool and execution counts when Prometheus scrapes, not before."""
+
+    def __init__(self, runtime: Runtime, hub: StreamHub) -> None:
+        self.runtime = runtime
+        self.hub = hub
+
+    def collect(self) -> Iterator[Any]:
+        executions = GaugeMetricFamily(
+            "orchestrator_executions", "Executions by status", labels=["status"]
+        )
+        with self.runtime.db.session() as session:
+            for status, count in session.execute(
+                select(PipelineExecution.status, func.count()).group_by(PipelineExecution.status)
+            ):
+                executions.add_metric([status], count)
+        yield executions
+        snapshot = self.runtime.admission.snapshot()
+        used = GaugeMetricFamily(
+            "orchestrator_quota_used",
+            "Units used in the current window",
+            labels=["resource", "window"],
+        )
+        limit = GaugeMetricFamily(
+            "orchestrator_quota_limit", "Limit of the window", labels=["resource", "window"]
+        )
+        reserved = GaugeMetricFamily(
+            "orchestrator_quota_reserved", "Units held by live runs", labels=["resource"]
+        )
+        for name, state in snapshot["resources"].items():
+            for window, used_key, limit_key in (
+                ("day", "used_today", "daily_limit"),
+                ("month", "used_this_month", "monthly_limit"),
+            ):
+                used.add_metric([name, window], state[used_key])
+                if state[limit_key]:
+                    limit.add_metric([name, window], state[limit_key])
+            reserved.add_metric([name], state["reserved"])
+        yield from (used, limit, reserved)
+        active = GaugeMetricFamily(
+            "orchestrator_worker_slots_active", "Stages running", labels=["worker_type"]
+        )
+        maximum = GaugeMetricFamily(
+            "orchestrator_worker_slots_max", "Capacity", labels=["worker_type"]
+        )
+        for worker, capacity in snapshot["worker_capacity"].items():
+            active.add_metric([worker], capacity["active"])
+            maximum.add_metric([worker], capacity["max"])
+        yield from (active, maximum)
+        yield GaugeMetricFamily(
+            "orchestrator_pending_runs",
+            "Runs waiting for resources",
+            value=snapshot["pending_runs"],
+        )
+        yield GaugeMetricFamily(
+            "orchestrator_run_leases", "Live run leases", value=snapshot["leases"]
+        )
+        yield GaugeMetricFamily(
+            "orchestrator_sse_subscribers", "Open progress streams", value=self.hub.subscribers()
+        )
+
+
+class ApiMetrics:
+    """One registry per app, so several apps (tests) never collide."""
+
+    def __init__(self, runtime: Runtime, hub: StreamHub) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "orchestrator_http_requests",
+            "HTTP requests",
+            ["endpoint", "method", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "orchestrator_http_request_seconds",
+            "HTTP latency",
+            ["endpoint"],
+            registry=self.registry,
+        )
+        self.registry.register(PoolCollector(runtime, hub))
+
+    def observe(self, request: Request, response: Response, started: float | None) -> None:
+        endpoint = request.endpoint or "unknown"
+        self.requests.labels(endpoint, request.method, str(response.status_code)).inc()
+        if started is not None and endpoint != "executions.progress":
+            self.latency.labels(endpoint).observe(time.perf_counter() - started)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,107 @@
+"""One Redis reader per API process fans each run's events out to every SSE subscriber.
+
+Subscribers never touch Redis: they register a cursor (their ``Last-Event-ID``) and get a
+queue. The hub's single loop XREADs every watched stream from the lowest cursor it needs,
+so a reconnecting client is replayed what it missed by the same read that serves the rest.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis
+
+from orchestrator.events import FINAL, stream_key
+
+log = logging.getLogger(__name__)
+
+#: How long one XREAD blocks: also the longest a new subscriber waits for its first event.
+BLOCK_MS = 200
+
+
+def _id_tuple(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+@dataclass(eq=False)
+class Subscription:
+    execution_id: str
+    cursor: str
+    queue: queue.Queue[tuple[str, dict[str, Any]] | None] = field(default_factory=queue.Queue)
+
+
+class StreamHub:
+    """Started lazily on the first subscriber; one daemon thread (a greenlet under gevent)."""
+
+    def __init__(self, redis_url: str) -> None:
+        self._url = redis_url
+        self._lock = threading.Lock()
+        self._subs: dict[str, set[Subscription]] = {}
+        self._thread: threading.Thread | None = None
+        self.client: redis.Redis | None = None
+
+    def subscribe(self, execution_id: str, last_event_id: str | None = None) -> Subscription:
+        sub = Subscription(execution_id, last_event_id or "0-0")
+        with self._lock:
+            self._subs.setdefault(execution_id, set()).add(sub)
+            if self._thread is None:
+                self.client = redis.Redis.from_url(self._url, single_connection_client=True)
+                self._thread = threading.Thread(target=self._loop, name="sse-hub", daemon=True)
+                self._thread.start()
+        return sub
+
+    def unsubscribe(self, sub: Subscription) -> None:
+        with self._lock:
+            subs = self._subs.get(sub.execution_id)
+            if subs is not None:
+                subs.discard(sub)
+                if not subs:
+                    del self._subs[sub.execution_id]
+
+    def subscribers(self) -> int:
+        with self._lock:
+            return sum(len(s) for s in self._subs.values())
+
+    def _loop(self) -> None:
+        assert self.client is not None
+        while True:
+            with self._lock:
+                cursors = {
+                    stream_key(eid): min((s.cursor for s in subs), key=_id_tuple)
+                    for eid, subs in self._subs.items()
+                }
+            if not cursors:
+                threading.Event().wait(BLOCK_MS / 1000)
+                continue
+            try:
+                response = self.client.xread(cursors, block=BLOCK_MS, count=1000)
+            except redis.RedisError as exc:
+                log.warning("SSE hub lost Redis (%s); retrying", exc)
+                threading.Event().wait(1)
+                continue
+            for raw_key, entries in response or []:
+                key = raw_key.decode() if isinstance(raw_key, bytes) else raw_key
+                self._deliver(key.rsplit(":", 1)[1], entries, cursors[key])
+
+    def _deliver(self, execution_id: str, entries: list[Any], read_from: str) -> None:
+        # Only subscribers whose cursor this read started at or before see its entries; one
+        # that joined meanwhile with an older cursor is served by the next read, from its own
+        # cursor, so it never skips the gap between the two.
+        start = _id_tuple(read_from)
+        with self._lock:
+            subs = [s for s in self._subs.get(execution_id, ()) if _id_tuple(s.cursor) >= start]
+        for raw_id, fields in entries:
+            entry_id = raw_id.decode() if isinstance(raw_id, bytes) else raw_id
+            event = json.loads(fields[b"data"] if b"data" in fields else fields["data"])
+            for sub in subs:
+                if _id_tuple(entry_id) > _id_tuple(sub.cursor):
+                    sub.cursor = entry_id
+                    sub.queue.put((entry_id, event))
+                    if event.get("type") == FINAL:
+                        sub.queue.put(None)

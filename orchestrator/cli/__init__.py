@@ -1,0 +1,39 @@
+"""The ``orchestrator`` console script: one click group, one module per family of commands."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from orchestrator.errors import OrchestratorError
+from orchestrator.settings import Settings
+
+
+class OrchestratorGroup(click.Group):
+    """Turns every product error into a one-line message and exit code 1, never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except OrchestratorError as exc:
+            click.secho(f"error: {exc}", fg="red", err=True)
+            sys.exit(1)
+
+
+@click.group(cls=OrchestratorGroup)
+@click.pass_context
+def main(ctx: click.Context) -> None:
+    """Orchestrator: pipelines of expensive stages on Celery, with quotas reserved up front."""
+    ctx.obj = Settings.from_env()
+
+
+def _register_commands() -> None:
+    from orchestrator.cli import api, keys, run, services
+
+    for module in (services, run, api, keys):
+        for command in module.COMMANDS:
+            main.add_command(command)
+
+
+_register_commands()

@@ -1,0 +1,87 @@
+"""Commands that start the product's processes: migrate, worker, beat."""
+
+from __future__ import annotations
+
+import click
+
+from orchestrator.settings import Settings
+
+
+@click.command()
+@click.pass_obj
+def migrate(settings: Settings) -> None:
+    """Bring the database schema to the newest version (alembic upgrade head)."""
+    from orchestrator.health import require
+    from orchestrator.migrations import upgrade
+
+    require(settings, ("database",))
+    upgrade(settings)
+    click.echo(f"database at head: {settings.describe()['database_url']}")
+
+
+@click.command()
+@click.option("--type", "worker_type", required=True, help="worker type, or 'coordinator'")
+@click.option("--concurrency", "-c", type=int, default=None)
+@click.option("--loglevel", "-l", default="INFO")
+@click.pass_obj
+def worker(settings: Settings, worker_type: str, concurrency: int | None, loglevel: str) -> None:
+    """Run one Celery worker process serving the queue of WORKER TYPE."""
+    from orchestrator.celery_app import create_celery_app
+    from orchestrator.health import require
+
+    require(settings, ("redis", "broker"))
+    app = create_celery_app(settings)
+    queues = {q.name for q in app.conf.task_queues}
+    if worker_type not in queues:
+        raise click.BadParameter(
+            f"unknown worker type {worker_type!r}; known: {', '.join(sorted(queues))}",
+            param_hint="--type",
+        )
+    argv = ["worker", "-Q", worker_type, "-n", f"{worker_type}@%h", "-l", loglevel]
+    if concurrency:
+        argv += ["-c", str(concurrency)]
+    app.worker_main(argv)
+
+
+@click.command()
+@click.option("--loglevel", "-l", default="INFO")
+@click.pass_obj
+def beat(settings: Settings, loglevel: str) -> None:
+    """Run Celery beat with the schedule of beat_schedule.py."""
+    from orchestrator.celery_app import create_celery_app
+    from orchestrator.health import require
+
+    require(settings, ("redis", "broker"))
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    app = create_celery_app(settings)
+    app.Beat(loglevel=loglevel, schedule=str(settings.data_dir / "celerybeat-schedule")).run()
+
+
+@click.command()
+@click.option("--concurrency", "-c", type=int, default=1, help="processes per worker type")
+@click.pass_obj
+def workers(settings: Settings, concurrency: int) -> None:
+    """Run the coordinator and one worker process per worker type until Ctrl-C."""
+    import signal
+    import time
+
+    from orchestrator.celery_app import create_celery_app
+    from orchestrator.health import require
+    from orchestrator.supervisor import start_fleet
+
+    require(settings, ("redis", "broker"))
+    app = create_celery_app(settings)
+    fleet = start_fleet(settings, app, concurrency=concurrency)
+    click.echo(f"workers up: {', '.join(fleet.processes)} (logs in {fleet.log_dir}); Ctrl-C stops")
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stops like Ctrl-C
+    try:
+        while all(p.poll() is None for p in fleet.processes.values()):
+            time.sleep(1)
+        click.secho("a worker exited; stopping the others", fg="red", err=True)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        fleet.stop()
+
+
+COMMANDS = [migrate, worker, workers, beat]

@@ -1,0 +1,415 @@
+"""The coordinator: submits, admits, launches, finishes and cancels executions.
+
+Its functions run in the ``coordinator`` worker (through the thin tasks of ``tasks.py``) or,
+for ``submit`` and ``cancel``, in the API process. The database holds the durable record;
+the run's Redis state (``run_state``) is what stages read and write while it runs.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections import Counter, defaultdict
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from orchestrator import template_registry
+from orchestrator.admission import RunNeeds
+from orchestrator.canvas import build_canvas
+from orchestrator.constants import ExecutionStatus, Priority, StageStatus
+from orchestrator.core.estimator import critical_path_ms
+from orchestrator.core.planner import plan as make_plan
+from orchestrator.core.templates import BoundStage, Template, bind, check_workers
+from orchestrator.db import PipelineExecution, StageExecution
+from orchestrator.errors import Conflict, NotFound
+from orchestrator.run_state import RunState, now_ms
+from orchestrator.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+
+def known_workers(runtime: Runtime) -> dict[str, list[str]]:
+    return {w.name: list(w.actions) for w in runtime.registry}
+
+
+def sync_templates(runtime: Runtime) -> list[tuple[str, int, bool]]:
+    """Register the templates directory's YAML files (new versions only when changed)."""
+    return template_registry.sync_directory(
+        runtime.db, runtime.settings.templates_dir, known_workers(runtime)
+    )
+
+
+def run_needs(stages: list[BoundStage]) -> RunNeeds:
+    """What a whole run reserves: the sum of its stages' resources, its worker types."""
+    quotas: dict[str, float] = defaultdict(float)
+    for stage in stages:
+        for resource, quantity in stage.resources.items():
+            quotas[resource] += quantity
+    return RunNeeds(quotas=dict(quotas), workers=dict(Counter(s.worker for s in stages)))
+
+
+def prepare(
+    runtime: Runtime, template_name: str, parameters: dict[str, Any]
+) -> tuple[Template, list[BoundStage]]:
+    """The current template bound to ``parameters``: every user error surfaces here."""
+    template = template_registry.get(runtime.db, template_name)
+    check_workers(template, known_workers(runtime))
+    return template, bind(template, parameters)
+
+
+def submit(
+    runtime: Runtime,
+    template_name: str,
+    parameters: dict[str, Any],
+    *,
+    client_id: str | None = None,
+    request_id: str | None = None,
+    priority: Priority = Priority.NORMAL,
+    estimate: dict[str, Any] | None = None,
+) -> tuple[PipelineExecution, bool]:
+    """Record a new execution and hand it to the coordinator; idempotent per request id.
+
+    Returns the execution and whether it was created now (False: the same client sent the
+    same ``request_id`` before, and this is that execution).
+    """
+    if request_id is not None:
+        existing = find_by_request(runtime, client_id, request_id)
+        if existing is not None:
+            return existing, False
+    template, stages = prepare(runtime, template_name, parameters)
+    execution = PipelineExecution(
+        execution_id=f"exec_{uuid.uuid4().hex[:20]}",
+        request_id=request_id,
+        client_id=client_id,
+        template_name=template.name,
+        template_version=template.version,
+        parameters=dict(parameters),
+        priority=Priority(priority).value,
+        status=ExecutionStatus.PENDING,
+        estimated_cost_usd=(estimate or {}).get("estimated_cost_usd"),
+        estimated_time_ms=(estimate or {}).get("estimated_time_ms") or critical_path_ms(stages),
+    )
+    try:
+        with runtime.db.session() as session:
+            session.add(execution)
+            session.add_all(stage_row(execution.execution_id, s) for s in stages)
+    except IntegrityError:
+        existing = find_by_request(runtime, client_id, request_id)
+        if existing is None:
+            raise
+        return existing, False
+    runtime.celery.send_task(
+        "coordinator.start",
+        kwargs={"execution_id": execution.execution_id},
+        priority=Priority(priority).celery_priority,
+    )
+    return execution, True
+
+
+def find_by_request(
+    runtime: Runtime, client_id: str | None, request_id: str | None
+) -> PipelineExecution | None:
+    with runtime.db.session() as session:
+        return session.scalar(
+            select(PipelineExecution).where(
+                PipelineExecution.client_id == client_id,
+                PipelineExecution.request_id == request_id,
+            )
+        )
+
+
+def stage_row(execution_id: str, stage: BoundStage) -> StageExecution:
+    return StageExecution(
+        stage_id=f"{execution_id}.{stage.id}",
+        execution_id=execution_id,
+        stage_name=stage.id,
+        worker_name=stage.worker,
+        action=stage.action,
+        stage_order=stage.order,
+        status=StageStatus.PENDING,
+    )
+
+
+def load(runtime: Runtime, execution_id: str) -> PipelineExecution:
+    with runtime.db.session() as session:
+        execution = session.get(PipelineExecution, execution_id)
+        if execution is None:
+            raise NotFound(f"execution {execution_id!r} not found")
+        return execution
+
+
+def start(runtime: Runtime, execution_id: str) -> str:
+    """Ask admission for the whole run; launch it, queue it, or refuse it with the reason."""
+    execution = load(runtime, execution_id)
+    if execution.status != ExecutionStatus.PENDING:
+        return execution.status  # a redelivered start: already handled
+    template = template_registry.get(
+        runtime.db, execution.template_name, execution.template_version
+    )
+    stages = bind(template, execution.parameters)
+    if execution.rerun_stages is not None:  # a resume: only what did not complete runs
+        stages = [s for s in stages if s.id in set(execution.rerun_stages)]
+    decision = runtime.admission.reserve(
+        execution_id, run_needs(stages), Priority(execution.priority), wait=True
+    )
+    state = RunState(runtime.redis)
+    if decision.status == "admitted":
+        launch(runtime, execution_id, execution=execution)
+        return ExecutionStatus.RUNNING
+    if decision.status == "queued":
+        state.publish(
+            execution_id,
+            {
+                "type": "execution",
+                "stage": None,
+                "status": "pending",
+                "progress": 0.0,
+                "message": "waiting for resources: " + "; ".join(decision.reasons),
+                "estimated_remaining_ms": execution.estimated_time_ms,
+            },
+        )
+        return ExecutionStatus.PENDING
+    finish(
+        runtime,
+        execution_id,
+        status=ExecutionStatus.FAILED,
+        error="refused: " + "; ".join(decision.reasons),
+    )
+    return ExecutionStatus.FAILED
+
+
+def launch(
+    runtime: Runtime, execution_id: str, *, execution: PipelineExecution | None = None
+) -> None:
+    """Write the run's plan to Redis and send its canvas.
+
+    A resumed run sends only its ``rerun_stages``; the packets of the checkpoints they
+    depend on are seeded into the live state, so those stages read them as usual.
+    """
+    execution = execution or load(runtime, execution_id)
+    template = template_registry.get(
+        runtime.db, execution.template_name, execution.template_version
+    )
+    stages = bind(template, execution.parameters)
+    seeded: dict[str, dict[str, Any]] = {}
+    if execution.rerun_stages is not None:
+        rerun = set(execution.rerun_stages)
+        seeded = checkpoint_packets(runtime, execution_id, {s.id for s in stages} - rerun)
+        stages = [s for s in stages if s.id in rerun]
+    dependents: dict[str, list[BoundStage]] = defaultdict(list)
+    for stage in stages:
+        for dep in stage.depends_on:
+            dependents[dep].append(stage)
+    ids = {s.id for s in stages}
+    specs = {}
+    for stage in stages:
+        spec = stage.model_dump(mode="json")
+        nxt = dependents.get(stage.id)
+        spec["next"] = (
+            {"worker": nxt[0].worker, "action": nxt[0].action, "params": {}} if nxt else {}
+        )
+        specs[stage.id] = spec
+    state = RunState(runtime.redis)
+    state.create(
+        execution_id,
+        {
+            "status": ExecutionStatus.RUNNING,
+            "started_ms": now_ms(),
+            "estimated_time_ms": execution.estimated_time_ms or critical_path_ms(stages),
+            "priority": execution.priority,
+        },
+        specs,
+        seeded,
+    )
+    # The canvas orders only the stages that run; checkpoints are already there.
+    plan = make_plan({s.id: [d for d in s.depends_on if d in ids] for s in stages})
+    if not plan.exact:
+        log.info("execution %s: DAG is not series-parallel; some stages wait longer", execution_id)
+    canvas = build_canvas(
+        runtime.celery,
+        execution_id,
+        plan,
+        specs,
+        priority=Priority(execution.priority).celery_priority,
+    )
+    with runtime.db.session() as session:
+        row = session.get(PipelineExecution, execution_id)
+        assert row is not None
+        row.status = ExecutionStatus.RUNNING
+        row.started_at = row.started_at or datetime.now(UTC)
+    from_checkpoints = f" ({len(seeded)} from checkpoints)" if seeded else ""
+    state.publish(
+        execution_id,
+        {
+            "type": "execution",
+            "stage": None,
+            "status": "running",
+            "progress": 0.0,
+            "message": f"started {len(stages)} stages{from_checkpoints}",
+            "estimated_remaining_ms": execution.estimated_time_ms,
+        },
+    )
+    canvas.apply_async()
+
+
+def checkpoint_packets(
+    runtime: Runtime, execution_id: str, stage_ids: set[str]
+) -> dict[str, dict[str, Any]]:
+    """Handshake packets rebuilt from the rows of completed stages."""
+    with runtime.db.session() as session:
+        rows = session.scalars(
+            select(StageExecution).where(StageExecution.execution_id == execution_id)
+        ).all()
+    return {
+        row.stage_name: {
+            "pipeline_id": execution_id,
+            "stage_id": row.stage_name,
+            "timestamp": (row.completed_at or datetime.now(UTC)).isoformat(),
+            "data_ref": row.data_reference,
+            "summary": row.summary_data,
+            "next": {"worker": None, "action": None, "params": {}},
+        }
+        for row in rows
+        if row.stage_name in stage_ids and row.data_reference and row.summary_data
+    }
+
+
+def finish(
+    runtime: Runtime,
+    execution_id: str,
+    *,
+    status: ExecutionStatus | None = None,
+    error: str | None = None,
+) -> str:
+    """Close the run once: persist stages, settle totals, release everything, final event."""
+    state = RunState(runtime.redis)
+    if state.exists(execution_id) and not state.claim_finish(execution_id):
+        return load(runtime, execution_id).status
+    meta = state.meta(execution_id) if state.exists(execution_id) else {}
+    records = state.stages(execution_id)
+    packets = state.packets(execution_id)
+    if status is None:
+        status = _outcome(meta, records)
+    error = error or meta.get("error")
+    persist(runtime, execution_id, records, packets)
+    with runtime.db.session() as session:
+        row = session.get(PipelineExecution, execution_id)
+        if row is None:
+            raise NotFound(f"execution {execution_id!r} not found")
+        if ExecutionStatus(row.status).terminal:
+            return row.status
+        stages = session.scalars(
+            select(StageExecution).where(StageExecution.execution_id == execution_id)
+        ).all()
+        for stage in stages:
+            if stage.status in {StageStatus.PENDING, StageStatus.RUNNING, "retrying"} and (
+                status in {ExecutionStatus.CANCELLED, ExecutionStatus.FAILED}
+            ):
+                stage.status = StageStatus.CANCELLED
+        row.status = status
+        row.error = error
+        row.completed_at = datetime.now(UTC)
+        row.total_cost_usd = round(sum(s.cost_usd or 0.0 for s in stages), 10)
+        if row.started_at is not None:
+            started = (
+                row.started_at if row.started_at.tzinfo else row.started_at.replace(tzinfo=UTC)
+            )
+            row.total_time_ms = int((row.completed_at - started).total_seconds() * 1000)
+        total_cost, total_time = row.total_cost_usd, row.total_time_ms
+    state.set_meta(execution_id, status=str(status))
+    for stage_id, record in records.items():  # stages stopped mid-way give their slots back
+        if record.get("status") in {StageStatus.RUNNING, "retrying", "waiting"}:
+            runtime.admission.release_slot(record["worker"], f"{execution_id}:{stage_id}")
+    for admitted in runtime.admission.release(execution_id):
+        runtime.celery.send_task("coordinator.launch", kwargs={"execution_id": admitted})
+    state.publish(
+        execution_id,
+        {
+            "type": "final",
+            "stage": None,
+            "status": str(status),
+            "progress": 100.0,
+            "message": error or str(status),
+            "estimated_remaining_ms": 0,
+            "total_cost_usd": total_cost,
+            "total_time_ms": total_time,
+        },
+    )
+    return status
+
+
+def _outcome(meta: dict[str, Any], records: dict[str, dict[str, Any]]) -> ExecutionStatus:
+    statuses = {r.get("status") for r in records.values()}
+    if meta.get("status") == ExecutionStatus.CANCELLED:
+        return ExecutionStatus.CANCELLED
+    if StageStatus.FAILED in statuses or meta.get("status") in {"failing", "failed"}:
+        return ExecutionStatus.FAILED
+    if StageStatus.SKIPPED in statuses or any(
+        r.get("status") == StageStatus.COMPLETED and r.get("proceed") is False
+        for r in records.values()
+    ):
+        return ExecutionStatus.STOPPED
+    return ExecutionStatus.COMPLETED
+
+
+def persist(
+    runtime: Runtime,
+    execution_id: str,
+    records: dict[str, dict[str, Any]],
+    packets: dict[str, dict[str, Any]],
+) -> None:
+    """Copy the live stage records into ``stage_executions`` (idempotent)."""
+    if not records:
+        return
+    with runtime.db.session() as session:
+        rows = {
+            row.stage_name: row
+            for row in session.scalars(
+                select(StageExecution).where(StageExecution.execution_id == execution_id)
+            )
+        }
+        for stage_id, record in records.items():
+            row = rows.get(stage_id)
+            if row is None:
+                continue
+            packet = packets.get(stage_id)
+            row.status = record.get("status", row.status)
+            row.attempts = record.get("attempts", row.attempts)
+            row.task_id = record.get("task_id")
+            row.error = record.get("error") or record.get("reason")
+            row.cache_hit = bool(record.get("cache_hit"))
+            row.cost_usd = record.get("cost_usd", 0.0) or 0.0
+            row.time_ms = record.get("time_ms")
+            row.started_at = _from_ms(record.get("started_at"))
+            row.completed_at = _from_ms(record.get("completed_at"))
+            if packet is not None:
+                row.data_reference = packet["data_ref"]
+                row.summary_data = packet["summary"]
+
+
+def _from_ms(value: int | None) -> datetime | None:
+    return datetime.fromtimestamp(value / 1000, UTC) if value else None
+
+
+def cancel(runtime: Runtime, execution_id: str) -> str:
+    """Stop the run: no new stage starts, running ones are revoked, everything released."""
+    execution = load(runtime, execution_id)
+    if ExecutionStatus(execution.status).terminal:
+        raise Conflict(f"execution {execution_id!r} is already {execution.status}")
+    state = RunState(runtime.redis)
+    if state.exists(execution_id):
+        state.set_meta(execution_id, status=ExecutionStatus.CANCELLED)
+        running = [
+            r["task_id"]
+            for r in state.stages(execution_id).values()
+            if r.get("status") in {StageStatus.RUNNING, "retrying"} and r.get("task_id")
+        ]
+        if running:
+            runtime.celery.control.revoke(running, terminate=True, signal="SIGTERM")
+    runtime.admission.withdraw(execution_id)
+    return finish(
+        runtime, execution_id, status=ExecutionStatus.CANCELLED, error="cancelled by request"
+    )

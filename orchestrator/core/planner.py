@@ -1,0 +1,142 @@
+"""From a stage DAG to a series-parallel plan: the shape of the Celery canvas.
+
+A series split is taken only where it costs no parallelism: everything before it is an
+ancestor of everything after it. Independent parts become parallel branches. A DAG that is
+not series-parallel (rare: an "N" shape) falls back to running its sources first, which is
+correct but may wait a little longer than strictly needed; ``Plan.exact`` says which.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Step:
+    stage: str
+
+
+@dataclass(frozen=True)
+class Series:
+    parts: tuple[Node, ...]
+
+
+@dataclass(frozen=True)
+class Parallel:
+    parts: tuple[Node, ...]
+
+
+Node = Step | Series | Parallel
+
+
+@dataclass(frozen=True)
+class Plan:
+    root: Node
+    exact: bool
+
+    def stages(self) -> list[str]:
+        return list(_stages(self.root))
+
+
+def _stages(node: Node) -> Iterable[str]:
+    if isinstance(node, Step):
+        yield node.stage
+    else:
+        for part in node.parts:
+            yield from _stages(part)
+
+
+def topological_order(deps: Mapping[str, Sequence[str]]) -> list[str]:
+    """Stages so that each comes after its dependencies; ties keep the given order."""
+    remaining = {stage: set(d for d in ds if d in deps) for stage, ds in deps.items()}
+    order: list[str] = []
+    placed: set[str] = set()
+    while remaining:
+        ready = [s for s, ds in remaining.items() if ds <= placed]
+        if not ready:
+            raise ValueError(f"dependency cycle among {sorted(remaining)}")
+        for stage in ready:
+            order.append(stage)
+            placed.add(stage)
+            del remaining[stage]
+    return order
+
+
+def plan(deps: Mapping[str, Sequence[str]]) -> Plan:
+    """``deps`` maps each stage to the stages it depends on (template order kept)."""
+    order = topological_order(deps)
+    ancestors: dict[str, frozenset[str]] = {}
+    for stage in order:
+        found: set[str] = set()
+        for dep in deps[stage]:
+            found.add(dep)
+            found |= ancestors[dep]
+        ancestors[stage] = frozenset(found)
+    position = {stage: i for i, stage in enumerate(order)}
+    builder = _Builder(deps, ancestors, position)
+    root = builder.decompose(order)
+    return Plan(root, builder.exact)
+
+
+class _Builder:
+    def __init__(
+        self,
+        deps: Mapping[str, Sequence[str]],
+        ancestors: Mapping[str, frozenset[str]],
+        position: Mapping[str, int],
+    ) -> None:
+        self.deps = deps
+        self.ancestors = ancestors
+        self.position = position
+        self.exact = True
+
+    def decompose(self, nodes: list[str]) -> Node:
+        if len(nodes) == 1:
+            return Step(nodes[0])
+        components = self._components(nodes)
+        if len(components) > 1:
+            return Parallel(tuple(self.decompose(c) for c in components))
+        members = set(nodes)
+        for k in range(1, len(nodes)):
+            prefix, rest = set(nodes[:k]), nodes[k:]
+            sources = [y for y in rest if not (set(self.deps[y]) & (members - prefix))]
+            if all(prefix <= self.ancestors[y] for y in sources):
+                return _series(self.decompose(nodes[:k]), self.decompose(rest))
+        # Not series-parallel: run this part's sources first, then the rest.
+        self.exact = False
+        heads = [n for n in nodes if not (set(self.deps[n]) & members)]
+        tail = [n for n in nodes if n not in set(heads)]
+        return _series(self.decompose(heads), self.decompose(tail))
+
+    def _components(self, nodes: list[str]) -> list[list[str]]:
+        """Weakly connected components, each in topological order."""
+        members = set(nodes)
+        neighbours: dict[str, set[str]] = {n: set() for n in nodes}
+        for node in nodes:
+            for dep in self.deps[node]:
+                if dep in members:
+                    neighbours[node].add(dep)
+                    neighbours[dep].add(node)
+        seen: set[str] = set()
+        components: list[list[str]] = []
+        for node in nodes:
+            if node in seen:
+                continue
+            stack, component = [node], []
+            seen.add(node)
+            while stack:
+                current = stack.pop()
+                component.append(current)
+                for other in neighbours[current] - seen:
+                    seen.add(other)
+                    stack.append(other)
+            components.append(sorted(component, key=self.position.__getitem__))
+        return components
+
+
+def _series(*parts: Node) -> Series:
+    flat: list[Node] = []
+    for part in parts:
+        flat.extend(part.parts if isinstance(part, Series) else (part,))
+    return Series(tuple(flat))

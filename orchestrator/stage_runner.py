@@ -1,0 +1,447 @@
+"""Runs one stage inside a worker process: inputs by reference in, a packet out.
+
+The Celery task around it only decodes and retries; everything a stage does to the world
+(Redis state, object storage, settlement, events) happens here, in this order:
+read spec and upstream packets -> skip if the run stopped -> cache -> capacity slot ->
+read inputs (checksums verified) -> call the function -> write output -> settle -> packet.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from celery.exceptions import SoftTimeLimitExceeded
+
+from orchestrator.constants import StageStatus, redis_key
+from orchestrator.core.handshake import DataRef, HandshakePacket, NextStage, Summary
+from orchestrator.core.retry import RetryPolicy, compute_backoff, retry_after_of, should_retry
+from orchestrator.errors import OrchestratorError, TransientStageError
+from orchestrator.run_state import RunState, now_ms
+from orchestrator.runtime import Runtime
+from orchestrator.sdk import StageContext, StageResult
+
+log = logging.getLogger(__name__)
+
+#: Run statuses (in the run's Redis meta) after which no further stage starts.
+HALTED = {"cancelled", "failing", "failed"}
+#: How long a stage waits before asking again for a capacity slot of its worker type.
+SLOT_RETRY_S = 0.5
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What the task returns (a packet) or, with ``retry_in``, when to try again."""
+
+    packet: dict[str, Any] | None
+    retry_in: float | None = None
+
+
+class RunSink:
+    """The real ``StageSink``: progress to the event stream, usage kept for settlement."""
+
+    def __init__(self, runtime: Runtime, state: RunState, meta: dict[str, Any]) -> None:
+        self.runtime = runtime
+        self.state = state
+        self.meta = meta
+        self.used: dict[str, float] = defaultdict(float)
+
+    def progress(self, ctx: StageContext, percent: float, message: str) -> None:
+        self.state.publish(
+            ctx.execution_id,
+            {
+                "type": "progress",
+                "stage": ctx.stage_id,
+                "progress": round(percent, 1),
+                "message": message,
+                "estimated_remaining_ms": remaining_ms(self.meta),
+            },
+        )
+
+    def usage(self, ctx: StageContext, resource: str, quantity: float) -> None:
+        self.used[resource] += quantity
+
+    def deliver(self, ctx: StageContext, name: str, data: bytes, content_type: str) -> str:
+        from orchestrator.deliverables import record_deliverable
+
+        return record_deliverable(
+            self.runtime, ctx.execution_id, ctx.stage_id, name, data, content_type
+        )
+
+    def cooldown(self, ctx: StageContext, resource: str, seconds: float) -> None:
+        self.runtime.admission.cooldown(resource, seconds)
+
+
+class LeaseKeeper:
+    """Renews a running stage's capacity slot and its run's lease while the stage works.
+
+    If the worker dies, the renewals stop and both leases lapse within their TTL: that is
+    how the reconciler tells a dead stage from a slow one.
+    """
+
+    def __init__(self, runtime: Runtime, worker: str, holder: str, execution_id: str) -> None:
+        admission = runtime.admission
+        self._stop = threading.Event()
+        every = admission.lease_ttl_ms / 3000
+
+        def renew() -> None:
+            while not self._stop.wait(every):
+                try:
+                    admission.renew_slot(worker, holder)
+                    admission.renew(execution_id)
+                except Exception as exc:  # Redis blips must not kill the stage
+                    log.warning("lease renewal for %s failed: %s", holder, exc)
+
+        self._thread = threading.Thread(target=renew, name=f"lease-{holder}", daemon=True)
+
+    def __enter__(self) -> LeaseKeeper:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+
+
+def remaining_ms(meta: dict[str, Any]) -> int | None:
+    """Estimated time left: the run's estimate minus what has elapsed (never negative)."""
+    total, started = meta.get("estimated_time_ms"), meta.get("started_ms")
+    if total is None or started is None:
+        return None
+    return max(0, int(total) - (now_ms() - int(started)))
+
+
+def digest(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def run_stage(
+    runtime: Runtime,
+    execution_id: str,
+    stage_id: str,
+    deps: list[str],
+    *,
+    attempt: int,
+    task_id: str | None,
+) -> Outcome:
+    state = RunState(runtime.redis)
+    spec, meta, upstream, record = state.stage_inputs(execution_id, stage_id, deps)
+    if spec is None:
+        log.warning(
+            "run %s has no live plan (expired or Redis lost); stage %s dropped",
+            execution_id,
+            stage_id,
+        )
+        return Outcome(None)
+    if record.get("status") in {StageStatus.COMPLETED, StageStatus.CACHED, StageStatus.SKIPPED}:
+        return Outcome(state.packets(execution_id).get(stage_id))  # redelivered: already done
+    stage = _Stage(runtime, state, execution_id, stage_id, spec, meta, attempt, task_id)
+    if meta.get("status") in HALTED:
+        return stage.finish_without_running(StageStatus.CANCELLED, "the run was stopped")
+    stopped_by = [d for d, p in upstream.items() if not p["summary"]["continue"]]
+    if stopped_by:
+        return stage.finish_without_running(
+            StageStatus.SKIPPED, f"upstream {', '.join(stopped_by)} said continue: false"
+        )
+    refs = {d: DataRef.model_validate(upstream[d]["data_ref"]) for d in spec["depends_on"]}
+    return stage.run(refs)
+
+
+class _Stage:
+    """One attempt of one stage; holds what the steps of ``run`` share."""
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        state: RunState,
+        execution_id: str,
+        stage_id: str,
+        spec: dict[str, Any],
+        meta: dict[str, Any],
+        attempt: int,
+        task_id: str | None,
+    ) -> None:
+        self.runtime = runtime
+        self.state = state
+        self.execution_id = execution_id
+        self.stage_id = stage_id
+        self.spec = spec
+        self.meta = meta
+        self.attempt = attempt
+        self.task_id = task_id
+        self.record: dict[str, Any] = {
+            "worker": spec["worker"],
+            "action": spec["action"],
+            "order": spec["order"],
+            "attempts": attempt,
+            "task_id": task_id,
+        }
+
+    def event(
+        self, status: str, message: str = "", progress: float | None = None
+    ) -> dict[str, Any]:
+        return {
+            "type": "stage",
+            "stage": self.stage_id,
+            "status": status,
+            "progress": progress
+            if progress is not None
+            else (100.0 if status != "running" else 0.0),
+            "message": message,
+            "estimated_remaining_ms": remaining_ms(self.meta),
+        }
+
+    def packet(self, ref: DataRef, summary: Summary) -> dict[str, Any]:
+        nxt = self.spec.get("next") or {}
+        return HandshakePacket(
+            pipeline_id=self.execution_id,
+            stage_id=self.stage_id,
+            timestamp=datetime.now(UTC),
+            data_ref=ref,
+            summary=summary,
+            next=NextStage(**nxt),
+        ).to_wire()
+
+    def finish_without_running(self, status: StageStatus, reason: str) -> Outcome:
+        ref = DataRef(
+            storage_type="none",
+            storage_key="",
+            size_bytes=0,
+            checksum="",
+            expires_at=datetime.now(UTC),
+        )
+        packet = self.packet(ref, Summary(proceed=False, errors=[reason]))
+        self.record.update(status=status, completed_at=now_ms(), error=None, reason=reason)
+        self.state.record(
+            self.execution_id,
+            self.stage_id,
+            self.record,
+            event=self.event(status, reason),
+            packet=packet,
+        )
+        return Outcome(packet)
+
+    def run(self, refs: dict[str, DataRef]) -> Outcome:
+        registry = self.runtime.registry
+        action = registry.action(self.spec["worker"], self.spec["action"])
+        params = self.spec["params"]
+        input_sums = {d: r.checksum for d, r in refs.items()}
+        cache_key = None
+        if self.spec["cache"]["enabled"] and action.cacheable:
+            cache_key = redis_key(
+                "cache", digest(action.worker_type, action.name, action.version, params, input_sums)
+            )
+            hit = self._cache_hit(cache_key)
+            if hit is not None:
+                return hit
+        admission = self.runtime.admission
+        holder = f"{self.execution_id}:{self.stage_id}"
+        started = time.perf_counter()
+        # One round trip takes the capacity slot and records the start.
+        pipe = self.runtime.redis.pipeline(transaction=False)
+        admission.acquire_slot(self.spec["worker"], holder, client=pipe)
+        self.record.update(status=StageStatus.RUNNING, started_at=now_ms())
+        self.state.record(
+            self.execution_id,
+            self.stage_id,
+            self.record,
+            event=self.event(StageStatus.RUNNING, "started", 0.0),
+            pipe=pipe,
+        )
+        if not pipe.execute()[0]:
+            self.record.update(status="waiting", started_at=None)
+            self.state.record(
+                self.execution_id,
+                self.stage_id,
+                self.record,
+                event=self.event("waiting", "waiting for a capacity slot", 0.0),
+            )
+            return Outcome(None, retry_in=SLOT_RETRY_S)
+        sink = RunSink(self.runtime, self.state, self.meta)
+        try:
+            inputs = {d: self.runtime.outputs.read(r) for d, r in refs.items()}
+            ctx = StageContext(
+                execution_id=self.execution_id,
+                stage_id=self.stage_id,
+                worker_type=action.worker_type,
+                action=action.name,
+                settings=self.runtime.settings,
+                sink=sink,
+                attempt=self.attempt,
+            )
+            with LeaseKeeper(self.runtime, self.spec["worker"], holder, self.execution_id):
+                result = action.function(ctx, inputs, params)
+            if not isinstance(result, StageResult):
+                result = StageResult(output=result)
+            stem = f"outputs/{self.execution_id}/{self.stage_id}/{digest(params, input_sums)[:16]}"
+            ref = self.runtime.outputs.write(
+                stem, result.output, ttl=timedelta(seconds=self.runtime.settings.output_ttl_s)
+            )
+        except SoftTimeLimitExceeded:
+            return self._failed(
+                TransientStageError(f"stage timed out after {self.spec['timeout_s']} s"), started
+            )
+        except Exception as error:  # the stage's own failure: recorded, retried or failed
+            return self._failed(error, started)
+        summary = Summary(
+            items_processed=result.items_processed
+            if result.items_processed is not None
+            else _count_items(result.output),
+            quality_score=result.quality_score if result.quality_score is not None else 1.0,
+            errors=result.errors[:20],
+            proceed=result.proceed,
+        )
+        cost = self._settle(sink.used)
+        packet = self.packet(ref, summary)
+        if cache_key is not None:
+            self.runtime.redis.set(
+                cache_key,
+                json.dumps(
+                    {
+                        "data_ref": ref.model_dump(mode="json"),
+                        "summary": summary.model_dump(mode="json", by_alias=True),
+                    }
+                ),
+                ex=int(self.spec["cache"]["ttl_s"]),
+            )
+        self.record.update(
+            status=StageStatus.COMPLETED,
+            completed_at=now_ms(),
+            time_ms=int((time.perf_counter() - started) * 1000),
+            cost_usd=cost,
+            usage=dict(sink.used),
+            cache_hit=False,
+            error=None,
+            proceed=result.proceed,
+        )
+        message = "done" if result.proceed else "done; continue: false stops what follows"
+        pipe = self.runtime.redis.pipeline(transaction=False)
+        admission.release_slot(self.spec["worker"], holder, client=pipe)
+        self.state.record(
+            self.execution_id,
+            self.stage_id,
+            self.record,
+            event=self.event(StageStatus.COMPLETED, message),
+            packet=packet,
+            pipe=pipe,
+        )
+        pipe.execute()
+        return Outcome(packet)
+
+    def _cache_hit(self, cache_key: str) -> Outcome | None:
+        raw = self.runtime.redis.get(cache_key)
+        if raw is None:
+            return None
+        cached = json.loads(raw)
+        ref = DataRef.model_validate(cached["data_ref"])
+        if not self.runtime.outputs.available(ref):
+            return None
+        packet = self.packet(ref, Summary.model_validate(cached["summary"]))
+        self.record.update(
+            status=StageStatus.CACHED,
+            started_at=now_ms(),
+            completed_at=now_ms(),
+            time_ms=0,
+            cost_usd=0.0,
+            usage={},
+            cache_hit=True,
+            error=None,
+        )
+        self.state.record(
+            self.execution_id,
+            self.stage_id,
+            self.record,
+            event=self.event(StageStatus.CACHED, "result cache hit: skipped, no cost"),
+            packet=packet,
+        )
+        return Outcome(packet)
+
+    def _settle(self, used: dict[str, float]) -> float:
+        """Record actual usage and refund what the reservation held beyond it."""
+        from orchestrator.ledger import record_usage
+
+        reserved: dict[str, float] = self.spec.get("resources") or {}
+        cost = 0.0
+        for resource in sorted(set(reserved) | set(used)):
+            actual = used.get(resource, 0.0)
+            self.runtime.admission.settle(
+                self.execution_id, self.stage_id, resource, reserved.get(resource, 0.0), actual
+            )
+            if actual:
+                price = self.runtime.pool.price(resource)
+                cost += actual * price
+                record_usage(
+                    self.runtime.db,
+                    execution_id=self.execution_id,
+                    stage_id=f"{self.execution_id}.{self.stage_id}",
+                    resource=resource,
+                    quantity=actual,
+                    cost_usd=actual * price,
+                    idempotency_key=f"{self.execution_id}:{self.stage_id}:{resource}",
+                )
+        return round(cost, 10)
+
+    def _failed(self, error: BaseException, started: float) -> Outcome:
+        self.runtime.admission.release_slot(
+            self.spec["worker"], f"{self.execution_id}:{self.stage_id}"
+        )
+        message = (
+            error.message
+            if isinstance(error, OrchestratorError)
+            else f"{type(error).__name__}: {error}"
+        )
+        policy = RetryPolicy(**self.spec["retry"])
+        elapsed = int((time.perf_counter() - started) * 1000)
+        if should_retry(policy, self.attempt, error):
+            delay = compute_backoff(policy, self.attempt, retry_after_s=retry_after_of(error))
+            self.record.update(status="retrying", error=message, time_ms=elapsed)
+            self.state.record(
+                self.execution_id,
+                self.stage_id,
+                self.record,
+                event=self.event(
+                    "retrying",
+                    f"attempt {self.attempt} failed ({message}); retrying in {delay:.1f} s",
+                    0.0,
+                ),
+            )
+            return Outcome(None, retry_in=delay)
+        log.warning("stage %s of %s failed: %s", self.stage_id, self.execution_id, message)
+        self.state.set_meta(
+            self.execution_id, status="failing", error=f"{self.stage_id}: {message}"
+        )
+        ref = DataRef(
+            storage_type="none",
+            storage_key="",
+            size_bytes=0,
+            checksum="",
+            expires_at=datetime.now(UTC),
+        )
+        packet = self.packet(ref, Summary(proceed=False, errors=[message[:500]]))
+        self.record.update(
+            status=StageStatus.FAILED, completed_at=now_ms(), time_ms=elapsed, error=message
+        )
+        self.state.record(
+            self.execution_id,
+            self.stage_id,
+            self.record,
+            event=self.event(StageStatus.FAILED, message),
+            packet=packet,
+        )
+        return Outcome(packet)
+
+
+def _count_items(output: Any) -> int:
+    if isinstance(output, list):
+        return len(output)
+    if isinstance(output, dict):
+        for key in ("items", "articles", "results", "feeds"):
+            if isinstance(output.get(key), list):
+                return len(output[key])
+    return 1 if output is not None else 0

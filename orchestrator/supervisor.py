@@ -1,0 +1,143 @@
+"""Start and stop a fleet of real Celery worker processes: one per worker type + coordinator.
+
+``orchestrator workers``, ``make demo`` and the end-to-end tests all start workers here, the
+same way an operator would with ``orchestrator worker --type T``.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from celery import Celery
+
+from orchestrator.constants import COORDINATOR_QUEUE
+from orchestrator.errors import DependencyUnavailable
+from orchestrator.settings import Settings
+
+
+@dataclass
+class WorkerFleet:
+    """Worker processes we started, by queue; ``stop()`` ends them all."""
+
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    log_dir: Path | None = None
+
+    def node_names(self) -> list[str]:
+        return [f"{queue}@fleet-{os.getpid()}" for queue in self.processes]
+
+    def kill(self, queue: str, sig: int = signal.SIGKILL) -> None:
+        """Kill one worker's whole process group (fault injection)."""
+        process = self.processes[queue]
+        os.killpg(process.pid, sig)
+        process.wait(timeout=30)
+
+    def stop(self, timeout_s: float = 20.0) -> None:
+        for process in self.processes.values():
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        for process in self.processes.values():
+            try:
+                process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=10)
+
+
+def start_worker(
+    fleet: WorkerFleet,
+    settings: Settings,
+    queue: str,
+    *,
+    concurrency: int = 1,
+    pool: str = "prefork",
+    extra_env: dict[str, str] | None = None,
+    app_module: str = "orchestrator.celery_app",
+) -> None:
+    """Start (or restart) the worker process serving ``queue``."""
+    log_dir = fleet.log_dir or settings.data_dir / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ORCH_")}
+    env.update(settings.to_env())
+    env.update(extra_env or {})
+    log = (log_dir / f"worker-{queue}.log").open("ab")
+    fleet.processes[queue] = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            app_module,
+            "worker",
+            "-Q",
+            queue,
+            "-n",
+            f"{queue}@fleet-{os.getpid()}",
+            "-c",
+            str(concurrency),
+            "-P",
+            pool,
+            "--without-gossip",
+            "--without-mingle",
+            "-l",
+            "INFO",
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+
+
+def start_fleet(
+    settings: Settings,
+    app: Celery,
+    *,
+    queues: list[str] | None = None,
+    concurrency: int = 1,
+    timeout_s: float = 60.0,
+    app_module: str = "orchestrator.celery_app",
+) -> WorkerFleet:
+    """One process per queue (all of the app's by default), returned once all answer a ping."""
+    names = queues or [q.name for q in app.conf.task_queues]
+    fleet = WorkerFleet(log_dir=settings.data_dir / "logs")
+    for queue in names:
+        start_worker(
+            fleet,
+            settings,
+            queue,
+            concurrency=2 if queue == COORDINATOR_QUEUE else concurrency,
+            app_module=app_module,
+        )
+    try:
+        wait_ready(app, fleet, timeout_s=timeout_s)
+    except DependencyUnavailable:
+        fleet.stop()
+        raise
+    return fleet
+
+
+def wait_ready(app: Celery, fleet: WorkerFleet, *, timeout_s: float = 60.0) -> None:
+    """Block until every worker of the fleet answers a broadcast ping."""
+    expected = set(fleet.node_names())
+    deadline = time.monotonic() + timeout_s
+    answered: set[str] = set()
+    while time.monotonic() < deadline:
+        for queue, process in fleet.processes.items():
+            if process.poll() is not None:
+                raise DependencyUnavailable(
+                    f"worker {queue!r} exited with {process.returncode}; see {fleet.log_dir}"
+                )
+        replies = app.control.ping(destination=sorted(expected - answered), timeout=0.5) or []
+        for reply in replies:
+            answered.update(reply)
+        if answered >= expected:
+            return
+    missing = ", ".join(sorted(expected - answered))
+    raise DependencyUnavailable(f"workers did not start in {timeout_s:.0f} s: {missing}")

@@ -1,0 +1,71 @@
+"""Celery tasks: thin wrappers that decode, call the engine, encode.
+
+``stage.<worker type>`` runs any action of that worker type (its queue is the worker type's
+queue); ``coordinator.*`` run on the coordinator queue.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery, Task
+
+from orchestrator import coordinator
+from orchestrator.constants import STAGE_TASK_PREFIX
+from orchestrator.runtime import Runtime
+from orchestrator.sdk import Registry
+from orchestrator.settings import Settings
+from orchestrator.stage_runner import run_stage
+
+
+def register(app: Celery, settings: Settings, registry: Registry) -> None:
+    """Register the coordinator tasks and one ``stage.<worker type>`` task per worker type."""
+    runtime = Runtime(settings, app)
+    app.conf.orchestrator_runtime = runtime
+
+    def stage(
+        self: Task,
+        upstream: Any = None,
+        *,
+        execution_id: str,
+        stage_id: str,
+        deps: list[str] | None = None,
+    ) -> Any:
+        outcome = run_stage(
+            runtime,
+            execution_id,
+            stage_id,
+            deps or [],
+            attempt=self.request.retries + 1,
+            task_id=self.request.id,
+        )
+        if outcome.retry_in is not None:
+            raise self.retry(countdown=outcome.retry_in, max_retries=None)
+        return outcome.packet
+
+    for worker_type in registry.names():
+        app.task(name=STAGE_TASK_PREFIX + worker_type, bind=True, acks_late=True)(stage)
+
+    @app.task(name="coordinator.start")
+    def start(execution_id: str) -> str:
+        return coordinator.start(runtime, execution_id)
+
+    @app.task(name="coordinator.launch")
+    def launch(execution_id: str) -> None:
+        coordinator.launch(runtime, execution_id)
+
+    @app.task(name="coordinator.finish")
+    def finish(upstream: Any = None, *, execution_id: str) -> str:
+        return coordinator.finish(runtime, execution_id)
+
+    @app.task(name="coordinator.reconcile", ignore_result=True)
+    def reconcile() -> dict[str, int]:
+        from orchestrator.recovery import reconcile as reconcile_runs
+
+        return reconcile_runs(runtime)
+
+    @app.task(name="coordinator.refresh_worker_health", ignore_result=True)
+    def refresh_worker_health() -> None:
+        from orchestrator.worker_registry import refresh
+
+        refresh(runtime, ping=True)

@@ -1,0 +1,124 @@
+"""Template registry: YAML files and ``PUT /templates`` become numbered versions in the DB.
+
+An unchanged definition adds nothing; a changed one adds version N+1. Executions keep the
+version they started with, so editing a template never changes a run under way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from sqlalchemy import func, select
+
+from orchestrator.core.templates import Template, check_workers, parse_template
+from orchestrator.db import Database, TemplateVersion
+from orchestrator.errors import NotFound, ValidationFailed
+
+
+def parse_yaml(text: str, *, source: str = "template") -> Template:
+    """Parse YAML text into a validated template; syntax errors name the line."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}" if mark else source
+        raise ValidationFailed(f"{where}: invalid YAML: {getattr(exc, 'problem', exc)}") from None
+    return parse_template(data if data is not None else {})
+
+
+def _latest(session: Any, name: str) -> TemplateVersion | None:
+    return session.scalar(
+        select(TemplateVersion)
+        .where(TemplateVersion.name == name)
+        .order_by(TemplateVersion.version.desc())
+        .limit(1)
+    )
+
+
+def put(
+    database: Database,
+    template: Template,
+    known_workers: Mapping[str, Iterable[str]],
+    *,
+    source: str | None = None,
+    created_by: str | None = None,
+) -> tuple[TemplateVersion, bool]:
+    """Validate and store; returns the current version and whether it was added now."""
+    check_workers(template, known_workers)
+    checksum = template.checksum()
+    with database.session() as session:
+        latest = _latest(session, template.name)
+        if latest is not None and latest.checksum == checksum:
+            return latest, False
+        version = (latest.version + 1) if latest else 1
+        row = TemplateVersion(
+            name=template.name,
+            version=version,
+            definition=template.model_copy(update={"version": version}).model_dump(mode="json"),
+            source=source,
+            checksum=checksum,
+            created_by=created_by,
+        )
+        session.add(row)
+        return row, True
+
+
+def sync_directory(
+    database: Database, directory: Path, known_workers: Mapping[str, Iterable[str]]
+) -> list[tuple[str, int, bool]]:
+    """Register every ``*.yaml`` of ``directory``; returns (name, version, added) per file."""
+    results = []
+    for path in sorted(directory.glob("*.yaml")):
+        text = path.read_text()
+        template = parse_yaml(text, source=path.name)
+        if template.name != path.stem:
+            raise ValidationFailed(f"{path.name}: name {template.name!r} must match the file name")
+        row, added = put(database, template, known_workers, source=text, created_by=str(path))
+        results.append((row.name, row.version, added))
+    return results
+
+
+def get(database: Database, name: str, version: int | None = None) -> Template:
+    """The template's given or current version; ``NotFound`` names what is missing."""
+    with database.session() as session:
+        if version is None:
+            row = _latest(session, name)
+        else:
+            row = session.get(TemplateVersion, (name, version))
+        if row is None:
+            what = f"template {name!r}" + (f" version {version}" if version else "")
+            raise NotFound(f"{what} not found")
+        return Template.model_validate(row.definition)
+
+
+def list_current(database: Database) -> list[dict[str, Any]]:
+    """Each template's newest version, with how many versions it has."""
+    with database.session() as session:
+        newest = (
+            select(TemplateVersion.name, func.max(TemplateVersion.version).label("version"))
+            .group_by(TemplateVersion.name)
+            .subquery()
+        )
+        rows = session.scalars(
+            select(TemplateVersion)
+            .join(
+                newest,
+                (TemplateVersion.name == newest.c.name)
+                & (TemplateVersion.version == newest.c.version),
+            )
+            .order_by(TemplateVersion.name)
+        ).all()
+        return [
+            {
+                "name": row.name,
+                "version": row.version,
+                "description": row.definition.get("description", ""),
+                "parameters": row.definition.get("parameters", {}),
+                "stages": len(row.definition.get("stages", [])),
+                "updated_at": row.created_at.isoformat() if row.created_at else None,
+            }
+            for row in rows
+        ]

@@ -1,0 +1,154 @@
+"""End-to-end fixtures: real worker processes (one per queue) on the suite's services."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from celery import Celery
+
+from orchestrator import coordinator, events, template_registry
+from orchestrator.celery_app import create_celery_app
+from orchestrator.db import Database, PipelineExecution, StageExecution
+from orchestrator.embedded_s3 import EmbeddedS3
+from orchestrator.runtime import Runtime
+from orchestrator.settings import Settings
+from orchestrator.supervisor import WorkerFleet, start_fleet
+from tests.conftest import ROOT
+
+
+@pytest.fixture(scope="session")
+def e2e_settings(settings: Settings, s3_server: EmbeddedS3) -> Settings:
+    return settings.with_overrides(templates_dir=ROOT / "tests" / "templates", s3_embedded=False)
+
+
+@pytest.fixture(scope="session")
+def celery_app(e2e_settings: Settings) -> Celery:
+    return create_celery_app(e2e_settings)
+
+
+@pytest.fixture(scope="session")
+def runtime(e2e_settings: Settings, celery_app: Celery, database: Database) -> Iterator[Runtime]:
+    rt = Runtime(e2e_settings, celery_app)
+    rt.redis.flushdb()  # once, before any worker declares its queues
+    template_registry.sync_directory(
+        rt.db, e2e_settings.templates_dir, coordinator.known_workers(rt)
+    )
+    yield rt
+    rt.close()
+
+
+@pytest.fixture(scope="session")
+def fleet(runtime: Runtime, e2e_settings: Settings, celery_app: Celery) -> Iterator[WorkerFleet]:
+    workers = start_fleet(e2e_settings, celery_app, concurrency=2)
+    yield workers
+    workers.stop()
+
+
+class Runner:
+    """Submit a template and wait for its final event, then read its rows."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+
+    def run(
+        self,
+        template: str,
+        parameters: dict[str, Any] | None = None,
+        timeout_s: float = 120,
+        **options: Any,
+    ) -> tuple[PipelineExecution, list[dict[str, Any]]]:
+        execution, _ = coordinator.submit(self.runtime, template, parameters or {}, **options)
+        seen = [
+            e
+            for _, e in events.follow(
+                self.runtime.redis, execution.execution_id, timeout_s=timeout_s
+            )
+        ]
+        return coordinator.load(self.runtime, execution.execution_id), seen
+
+    def stages(self, execution_id: str) -> dict[str, StageExecution]:
+        from sqlalchemy import select
+
+        with self.runtime.db.session() as session:
+            rows = session.scalars(
+                select(StageExecution).where(StageExecution.execution_id == execution_id)
+            ).all()
+            return {row.stage_name: row for row in rows}
+
+
+@pytest.fixture
+def runner(runtime: Runtime, fleet: WorkerFleet) -> Runner:
+    return Runner(runtime)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Api:
+    """A real ``orchestrator api`` process and keys of every scope."""
+
+    def __init__(self, url: str, keys: dict[str, str]) -> None:
+        import httpx
+
+        self.url = url
+        self.keys = keys
+        self.http = httpx.Client(base_url=url, timeout=30)
+
+    def call(self, method: str, path: str, key: str | None = "client", **kwargs: Any) -> Any:
+        headers = dict(kwargs.pop("headers", {}))
+        if key is not None:
+            headers["Authorization"] = f"Bearer {self.keys[key]}"
+        return self.http.request(method, path, headers=headers, **kwargs)
+
+
+@pytest.fixture(scope="session")
+def api_server(runtime: Runtime, e2e_settings: Settings, fleet: WorkerFleet) -> Iterator[Api]:
+    import os
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    from orchestrator.auth import Scope, create_key
+
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ORCH_")}
+    env.update(e2e_settings.to_env())
+    env["ORCH_S3_ENDPOINT"] = e2e_settings.s3_endpoint
+    log = (e2e_settings.data_dir / "api.log").open("ab")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator.cli", "api", "--port", str(port)],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code in {200, 503}:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    else:
+        process.terminate()
+        raise RuntimeError(f"API did not start; see {e2e_settings.data_dir / 'api.log'}")
+    keys = {
+        "client": create_key(runtime.db, Scope.CLIENT, client_id="acme"),
+        "other": create_key(runtime.db, Scope.CLIENT, client_id="globex"),
+        "monitor": create_key(runtime.db, Scope.MONITOR),
+        "admin": create_key(runtime.db, Scope.ADMIN),
+        "worker": create_key(runtime.db, Scope.WORKER, client_id="external_summariser"),
+    }
+    yield Api(url, keys)
+    process.terminate()
+    process.wait(15)

@@ -1,0 +1,63 @@
+"""Bad configuration ends a process with one line naming the variable, never a traceback."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _run(args: list[str], **env: str) -> subprocess.CompletedProcess[str]:
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("ORCH_")}
+    environment.update(env)
+    return subprocess.run(
+        [sys.executable, "-m", "orchestrator.cli", *args],
+        cwd=ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize(
+    ("env", "variable"),
+    [
+        ({"ORCH_REDIS_URL": "localhost:6379"}, "ORCH_REDIS_URL"),
+        ({"ORCH_DATABASE_URL": "oracle://db/x"}, "ORCH_DATABASE_URL"),
+        ({"ORCH_S3_ENDPOINT": "https://minio"}, "ORCH_S3_ENDPOINT"),
+    ],
+)
+def test_malformed_value_is_one_line(env: dict[str, str], variable: str) -> None:
+    result = _run(["migrate"], **env)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {variable}: "), result.stderr
+
+
+def test_unreachable_redis_is_one_line_with_a_hint(tmp_path: Path) -> None:
+    result = _run(
+        ["worker", "--type", "coordinator"],
+        ORCH_REDIS_URL="redis://127.0.0.1:1/0",
+        ORCH_DATA_DIR=str(tmp_path),
+    )
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ORCH_REDIS_URL: redis unreachable")
+    assert "make up" in lines[0]
+
+
+def test_unreachable_database_is_one_line(tmp_path: Path) -> None:
+    result = _run(["migrate"], ORCH_DATABASE_URL="postgresql://nobody@127.0.0.1:1/none")
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ORCH_DATABASE_URL: "), result.stderr
