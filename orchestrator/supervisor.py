@@ -18,6 +18,7 @@ from celery import Celery
 
 from orchestrator.constants import COORDINATOR_QUEUE
 from orchestrator.errors import DependencyUnavailable
+from orchestrator.sdk import Registry
 from orchestrator.settings import Settings
 
 
@@ -93,6 +94,11 @@ def start_worker(
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
+
+
+def deployed_queues(registry: Registry) -> list[str]:
+    """The coordinator and every worker type that is deployed (not a test-only type)."""
+    return [COORDINATOR_QUEUE] + [w.name for w in registry if not w.internal]
 
 
 def start_fleet(

@@ -29,9 +29,9 @@ def main(ctx: click.Context) -> None:
 
 
 def _register_commands() -> None:
-    from orchestrator.cli import api, keys, run, services
+    from orchestrator.cli import api, demo, executions, keys, run, services
 
-    for module in (services, run, api, keys):
+    for module in (services, run, executions, api, keys, demo):
         for command in module.COMMANDS:
             main.add_command(command)
 

@@ -66,12 +66,16 @@ def workers(settings: Settings, concurrency: int) -> None:
     import time
 
     from orchestrator.celery_app import create_celery_app
+    from orchestrator.embedded_s3 import ensure_running
     from orchestrator.health import require
-    from orchestrator.supervisor import start_fleet
+    from orchestrator.sdk import load_worker_modules
+    from orchestrator.supervisor import deployed_queues, start_fleet
 
     require(settings, ("redis", "broker"))
+    store = ensure_running(settings)  # the zero-setup object store, when none is configured
     app = create_celery_app(settings)
-    fleet = start_fleet(settings, app, concurrency=concurrency)
+    queues = deployed_queues(load_worker_modules(settings.worker_modules))
+    fleet = start_fleet(settings, app, queues=queues, concurrency=concurrency)
     click.echo(f"workers up: {', '.join(fleet.processes)} (logs in {fleet.log_dir}); Ctrl-C stops")
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stops like Ctrl-C
     try:
@@ -82,6 +86,7 @@ def workers(settings: Settings, concurrency: int) -> None:
         pass
     finally:
         fleet.stop()
+        store.stop()
 
 
 COMMANDS = [migrate, worker, workers, beat]
