@@ -9,7 +9,6 @@ shared prelude); this class only builds their arguments and reads the pool for
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass, field
 from importlib import resources as package_files
 from typing import Any, Literal
@@ -20,9 +19,10 @@ from orchestrator.constants import REDIS_PREFIX, Priority
 from orchestrator.core import quota
 from orchestrator.core.resources import ResourcePool
 
+#: Priority band of the pending queue's score (``reserve.lua``: band * 10**13 + arrival ms).
 PRIORITY_RANK = {Priority.HIGH: 0, Priority.NORMAL: 1, Priority.LOW: 2}
-#: Spacing of priority bands in the pending queue's score (beyond any epoch millisecond).
-BAND = 10**13
+NO_LIMITS = (0, 0, 0)
+SCRIPTS = ("reserve", "release", "admit", "renew", "settle", "slot", "rate", "cooldown")
 
 
 @dataclass(frozen=True)
@@ -41,8 +41,14 @@ class Decision:
 
 
 def _script(name: str) -> str:
+    """common.lua, then the script with quota.lua before it (or where it says ``-- @quota``:
+    reserve.lua builds those helpers only off its common path)."""
     lua = package_files.files("orchestrator") / "lua"
-    return (lua / "common.lua").read_text() + "\n" + (lua / f"{name}.lua").read_text()
+    common, quota_helpers = (lua / "common.lua").read_text(), (lua / "quota.lua").read_text()
+    body = (lua / f"{name}.lua").read_text()
+    if "-- @quota\n" in body:
+        return common + "\n" + body.replace("-- @quota\n", quota_helpers)
+    return common + "\n" + quota_helpers + "\n" + body
 
 
 def _text(value: Any) -> str:
@@ -69,10 +75,18 @@ class Admission:
                 for name, limit in pool.resources.items()
             }
         )
-        self._scripts = {
-            name: client.register_script(_script(name))
-            for name in ("reserve", "release", "admit", "renew", "settle", "slot", "rate")
+        # Per resource, the limits ``reserve.lua`` reads positionally (0 means none): the hot
+        # path sends flat ARGV, with nothing to encode here or to decode in the script.
+        self._limit_args = {
+            name: (
+                limit.daily_limit or 0,
+                limit.monthly_limit or 0,
+                limit.rate_limit_per_minute or 0,
+            )
+            for name, limit in pool.resources.items()
         }
+        self._scripts = {name: client.register_script(_script(name)) for name in SCRIPTS}
+        self._reserve = self._scripts["reserve"]
 
     # -- runs ----------------------------------------------------------------------------
 
@@ -87,18 +101,19 @@ class Admission:
         ]
         if never:
             return Decision("refused", never)
-        score = PRIORITY_RANK[Priority(priority)] * BAND + int(time.time() * 1000)
-        status, reasons, retry_ms = self._scripts["reserve"](
-            args=[
-                self.prefix,
-                run_id,
-                json.dumps(needs.quotas),
-                self._limits,
-                self.lease_ttl_ms,
-                score,
-                "1" if wait else "0",
-            ]
-        )
+        args: list[Any] = [
+            self.prefix,
+            run_id,
+            self.lease_ttl_ms,
+            PRIORITY_RANK[priority],
+            "1" if wait else "0",
+        ]
+        for resource, quantity in needs.quotas.items():
+            args += (resource, quantity, *self._limit_args.get(resource, NO_LIMITS))
+        result = self._reserve(args=args)
+        if result == 1:
+            return Decision("admitted")
+        status, reasons, retry_ms = result
         retry = int(retry_ms) / 1000 if int(retry_ms) else None
         return Decision(_text(status), json.loads(_text(reasons)), retry)  # type: ignore[arg-type]
 
@@ -159,14 +174,10 @@ class Admission:
 
     def cooldown(self, resource: str, seconds: float) -> None:
         """Hold ``resource`` for every process (a provider answered 429 with Retry-After)."""
-        key = f"{self.prefix}cooldown:{resource}"
-        ms = max(1, int(seconds * 1000))
-        current = self.redis.pttl(key)
-        if current is None or current < ms:
-            self.redis.set(key, "1", px=ms)
+        self._scripts["cooldown"](args=[self.prefix, resource, max(1, int(seconds * 1000))])
 
     def cooldown_remaining(self, resource: str) -> float:
-        return max(0, self.redis.pttl(f"{self.prefix}cooldown:{resource}")) / 1000
+        return int(self._scripts["cooldown"](args=[self.prefix, resource, 0])) / 1000
 
     # -- the live pool -------------------------------------------------------------------
 
@@ -177,35 +188,34 @@ class Admission:
         now = seconds * 1000 + micros // 1000
         day, month = quota.day_window(now), quota.month_window(now)
         p = self.prefix
+        # The quota state hash (see common.lua): resource -> "d du m mu held cool tat".
+        state = {
+            _text(k): [float(x) for x in _text(v).split()]
+            for k, v in self.redis.hgetall(f"{p}q").items()
+        }
         resources: dict[str, Any] = {}
         for name, limit in self.pool.resources.items():
-            used_day, used_month, held, tat, cooling = (
-                self.redis.pipeline()
-                .get(f"{p}c:{name}:d:{day}")
-                .get(f"{p}c:{name}:m:{month}")
-                .get(f"{p}held:{name}")
-                .get(f"{p}rate:{name}")
-                .pttl(f"{p}cooldown:{name}")
-                .execute()
-            )
+            d, du, m, mu, reserved, cool, tat = state.get(name) or [0.0] * 7
+            used_day = du if d == day else 0.0
+            used_month = mu if m == month else 0.0
+            cooling = cool - now
             rate = limit.rate_limit_per_minute
             current_rate = None
             if rate:
-                ahead = max(0.0, float(tat or 0) - now)
+                ahead = max(0.0, tat - now)
                 current_rate = round(min(rate, ahead / (60000 / rate)), 2)
-            reserved = float(held or 0)
             resources[name] = {
                 "kind": limit.kind,
                 "unit": limit.unit,
                 # Counters hold used + reserved; reservations are reported on their own.
-                "used_today": round(max(0.0, float(used_day or 0) - reserved), 6),
+                "used_today": round(max(0.0, used_day - reserved), 6),
                 "daily_limit": limit.daily_limit,
-                "used_this_month": round(max(0.0, float(used_month or 0) - reserved), 6),
+                "used_this_month": round(max(0.0, used_month - reserved), 6),
                 "monthly_limit": limit.monthly_limit,
                 "reserved": round(reserved, 6),
                 "rate_limit": rate,
                 "current_rate": current_rate,
-                "cooldown_s": max(0, cooling or 0) / 1000,
+                "cooldown_s": max(0.0, cooling) / 1000,
                 "unit_price_usd": limit.unit_price_usd,
             }
         workers = {}

@@ -1,9 +1,11 @@
 """A plan becomes a Celery canvas: ``Series`` a chain, ``Parallel`` a group (a chord when
 something follows it).
 
-Each stage signature carries only the execution id and stage id (its spec lives in the run's
-Redis plan), so a message stays a few hundred bytes plus the packets it receives, and the
-serialised canvas grows linearly with the number of stages (celery#10171).
+Each stage signature carries only the execution id, stage id and launch token (its spec lives
+in the run's Redis plan), so a message stays a few hundred bytes plus the packets it receives,
+and the serialised canvas grows linearly with the number of stages (celery#10171). The launch
+token lets a message of an earlier launch of a resumed run (a killed worker's task redelivered
+late) recognise itself as stale.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ def build_canvas(
     specs: dict[str, dict[str, Any]],
     *,
     priority: int,
+    launch: str | None = None,
 ) -> Signature:
     """The whole run: the plan's canvas, then ``coordinator.finish``."""
     options = {"priority": priority}
@@ -40,6 +43,7 @@ def build_canvas(
                     "execution_id": execution_id,
                     "stage_id": node.stage,
                     "deps": spec["depends_on"],
+                    "launch": launch,
                 },
                 soft_time_limit=spec["timeout_s"],
                 time_limit=spec["timeout_s"] + HARD_LIMIT_GRACE_S,
@@ -51,5 +55,7 @@ def build_canvas(
         assert isinstance(node, Parallel)
         return group(*parts)
 
-    finish = app.signature("coordinator.finish", kwargs={"execution_id": execution_id}, **options)
+    finish = app.signature(
+        "coordinator.finish", kwargs={"execution_id": execution_id, "launch": launch}, **options
+    )
     return chain(convert(plan.root), finish)

@@ -187,7 +187,8 @@ def launch(
     """Write the run's plan to Redis and send its canvas.
 
     A resumed run sends only its ``rerun_stages``; the packets of the checkpoints they
-    depend on are seeded into the live state, so those stages read them as usual.
+    depend on are seeded into the live state, so those stages read them as usual. Each launch
+    has its own token: messages of an earlier launch are recognised as stale and dropped.
     """
     execution = execution or load(runtime, execution_id)
     template = template_registry.get(
@@ -213,9 +214,11 @@ def launch(
         )
         specs[stage.id] = spec
     state = RunState(runtime.redis)
+    token = uuid.uuid4().hex[:12]
     state.create(
         execution_id,
         {
+            "launch": token,
             "status": ExecutionStatus.RUNNING,
             "started_ms": now_ms(),
             "estimated_time_ms": execution.estimated_time_ms or critical_path_ms(stages),
@@ -234,6 +237,7 @@ def launch(
         plan,
         specs,
         priority=Priority(execution.priority).celery_priority,
+        launch=token,
     )
     with runtime.db.session() as session:
         row = session.get(PipelineExecution, execution_id)
@@ -283,9 +287,16 @@ def finish(
     *,
     status: ExecutionStatus | None = None,
     error: str | None = None,
+    launch: str | None = None,
 ) -> str:
-    """Close the run once: persist stages, settle totals, release everything, final event."""
+    """Close the run once: persist stages, settle totals, release everything, final event.
+
+    ``launch`` is given by the canvas's last task: the canvas of an earlier launch (or one
+    whose live state was lost) closes nothing; the current launch or the reconciler does.
+    """
     state = RunState(runtime.redis)
+    if launch is not None and state.meta(execution_id).get("launch") != launch:
+        return load(runtime, execution_id).status
     if state.exists(execution_id) and not state.claim_finish(execution_id):
         return load(runtime, execution_id).status
     meta = state.meta(execution_id) if state.exists(execution_id) else {}

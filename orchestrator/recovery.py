@@ -116,9 +116,13 @@ def resume(
         ):
             stage_row.status = StageStatus.PENDING
             stage_row.error = None
+    # Until the next launch, no message of the old one may start a stage or close the run.
+    state = RunState(runtime.redis)
+    if state.exists(execution_id):
+        state.set_meta(execution_id, launch=None)
     # A fresh event stream: followers of the resumed run must not stop at the old final event.
     runtime.redis.delete(stream_key(execution_id))
-    RunState(runtime.redis).publish(
+    state.publish(
         execution_id,
         {
             "type": "execution",

@@ -78,6 +78,8 @@ class Settings:
     llm_model: str = "gpt-4o-mini"
     #: Feed URLs come from users: private and loopback hosts are refused unless allowed.
     allow_private_urls: bool = False
+    #: Loopback port of the shipped demo corpus (``orchestrator.corpus``); trusted by the workers.
+    corpus_port: int = 8765
     #: Largest request body the API accepts.
     max_request_bytes: int = 1_000_000
     extra: Mapping[str, str] = field(default_factory=dict)
@@ -134,6 +136,10 @@ class Settings:
             values["s3_secure"] = _truthy("ORCH_S3_SECURE", secure)
         if allow := get("ORCH_ALLOW_PRIVATE_URLS"):
             values["allow_private_urls"] = _truthy("ORCH_ALLOW_PRIVATE_URLS", allow)
+        if port := get("ORCH_CORPUS_PORT"):
+            if not port.isdigit() or not 0 < int(port) < 65536:
+                raise ConfigError("ORCH_CORPUS_PORT", f"expected a port number, got {port!r}")
+            values["corpus_port"] = int(port)
         if templates := get("ORCH_TEMPLATES_DIR"):
             path = Path(templates)
             if not path.is_dir():
@@ -171,6 +177,7 @@ class Settings:
             "ORCH_WORKER_MODULES": ",".join(self.worker_modules),
             "ORCH_OUTPUT_TTL_S": str(self.output_ttl_s),
             "ORCH_ALLOW_PRIVATE_URLS": str(self.allow_private_urls).lower(),
+            "ORCH_CORPUS_PORT": str(self.corpus_port),
             "ORCH_LLM_MODEL": self.llm_model,
         }
         if not self.s3_embedded:

@@ -38,10 +38,12 @@ SLOT_RETRY_S = 0.5
 
 @dataclass(frozen=True)
 class Outcome:
-    """What the task returns (a packet) or, with ``retry_in``, when to try again."""
+    """What the task returns (a packet) or, with ``retry_in``, when to try again; ``stale``
+    when the message belongs to no live launch of its run (its chain must stop)."""
 
     packet: dict[str, Any] | None
     retry_in: float | None = None
+    stale: bool = False
 
 
 class RunSink:
@@ -129,6 +131,7 @@ def run_stage(
     *,
     attempt: int,
     task_id: str | None,
+    launch: str | None = None,
 ) -> Outcome:
     state = RunState(runtime.redis)
     spec, meta, upstream, record = state.stage_inputs(execution_id, stage_id, deps)
@@ -138,7 +141,12 @@ def run_stage(
             execution_id,
             stage_id,
         )
-        return Outcome(None)
+        return Outcome(None, stale=True)  # the reconciler resumes the run
+    if launch is not None and meta.get("launch") != launch:
+        # Redelivered from a launch the run was resumed past (a killed worker's message):
+        # the current launch runs this stage itself.
+        log.warning("stale message of run %s, stage %s: ignored", execution_id, stage_id)
+        return Outcome(None, stale=True)
     if record.get("status") in {StageStatus.COMPLETED, StageStatus.CACHED, StageStatus.SKIPPED}:
         return Outcome(state.packets(execution_id).get(stage_id))  # redelivered: already done
     stage = _Stage(runtime, state, execution_id, stage_id, spec, meta, attempt, task_id)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery, Task
+from celery.exceptions import Ignore
 
 from orchestrator import coordinator
 from orchestrator.constants import STAGE_TASK_PREFIX
@@ -30,6 +31,7 @@ def register(app: Celery, settings: Settings, registry: Registry) -> None:
         execution_id: str,
         stage_id: str,
         deps: list[str] | None = None,
+        launch: str | None = None,
     ) -> Any:
         outcome = run_stage(
             runtime,
@@ -38,7 +40,10 @@ def register(app: Celery, settings: Settings, registry: Registry) -> None:
             deps or [],
             attempt=self.request.retries + 1,
             task_id=self.request.id,
+            launch=launch,
         )
+        if outcome.stale:
+            raise Ignore()  # a message of an earlier launch: acknowledged, its chain ends here
         if outcome.retry_in is not None:
             raise self.retry(countdown=outcome.retry_in, max_retries=None)
         return outcome.packet
@@ -55,8 +60,8 @@ def register(app: Celery, settings: Settings, registry: Registry) -> None:
         coordinator.launch(runtime, execution_id)
 
     @app.task(name="coordinator.finish")
-    def finish(upstream: Any = None, *, execution_id: str) -> str:
-        return coordinator.finish(runtime, execution_id)
+    def finish(upstream: Any = None, *, execution_id: str, launch: str | None = None) -> str:
+        return coordinator.finish(runtime, execution_id, launch=launch)
 
     @app.task(name="coordinator.reconcile", ignore_result=True)
     def reconcile() -> dict[str, int]:

@@ -1,7 +1,8 @@
 """Worker types for tests and benchmarks: small, predictable, and not deployed.
 
 ``echo`` returns its params, ``sum`` adds numbers from its inputs, ``fail`` fails (permanently
-or a given number of times), ``sleep`` sleeps with progress, ``big`` outputs N megabytes.
+or a given number of times, or unless told ``ok``), ``sleep`` sleeps with progress (and may
+report metered usage), ``big`` outputs N megabytes.
 """
 
 from __future__ import annotations
@@ -54,10 +55,20 @@ def boom(ctx: StageContext, inputs: dict[str, Any], params: dict[str, Any]) -> A
     raise StageFailed(params.get("message", "this stage always fails"))
 
 
+@failer.action("unless")
+def unless(ctx: StageContext, inputs: dict[str, Any], params: dict[str, Any]) -> Any:
+    """Fail permanently unless ``ok`` is true: a failure that new parameters fix."""
+    if not params.get("ok"):
+        raise StageFailed(params.get("message", "not ok"))
+    return {"total": int(params.get("value", 0)), "inputs": sorted(inputs)}
+
+
 @sleeper.action("nap")
 def nap(ctx: StageContext, inputs: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
-    """Sleep ``seconds`` in ``steps`` steps, reporting progress after each."""
+    """Sleep ``seconds`` in ``steps`` steps, reporting progress after each (and ``use``)."""
     seconds, steps = float(params.get("seconds", 1)), int(params.get("steps", 4))
+    for resource, quantity in params.get("use", {}).items():
+        ctx.usage(resource, quantity)
     for step in range(steps):
         time.sleep(seconds / steps)
         ctx.progress(100 * (step + 1) / steps, f"step {step + 1} of {steps}")

@@ -1,149 +1,102 @@
--- Shared prelude of every admission script (prepended when the script is registered).
+-- Shared prelude of every admission script (prepended when the script is registered), kept
+-- to what reserve.lua's common path needs: every `local function` here is a closure built
+-- on each call. The rest lives in quota.lua, which reserve.lua pulls in after that path.
 -- ARGV[1] is always the key prefix. Keys are built here rather than passed as KEYS because
 -- which keys a run touches depends on its needs; this product runs on one Redis, not a cluster.
+--
+-- Quota state lives in ONE hash, P..'q', read with one HMGET and written with one HSET
+-- whatever a run needs: field <resource> = 'd du m mu held cool tat', where du counts
+-- (used + held) units in UTC day d (epoch days), mu in month m (year * 12 + month - 1) --
+-- a counter of an older window is simply stale, so nothing expires --, held is what live
+-- leases reserve, cool a cooldown deadline and tat the rate's GCRA timestamp (epoch ms).
+-- Field '#pending' mirrors ZCARD of the pending queue. A run's lease is the hash
+-- P..'lease:'..run (its windows and units) plus its deadline in the zset P..'leases'.
 local P = ARGV[1]
-local DAY_MS = 86400000
+local Q = P .. 'q'
+local PENDING = '#pending'
 
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
-local function fdiv(a, b) return math.floor(a / b) end
-
--- Howard Hinnant's civil_from_days / days_from_civil, as in orchestrator/core/quota.py.
-local function civil_from_days(days)
-  local z = days + 719468
-  local era = fdiv(z >= 0 and z or z - 146096, 146097)
+-- Day and month windows of `now`: Howard Hinnant's civil_from_days, as in core/quota.py.
+local function day_month(now)
+  local floor = math.floor
+  local day = floor(now / 86400000)
+  local z = day + 719468
+  local era = floor((z >= 0 and z or z - 146096) / 146097)
   local doe = z - era * 146097
-  local yoe = fdiv(doe - fdiv(doe, 1460) + fdiv(doe, 36524) - fdiv(doe, 146096), 365)
+  local yoe = floor((doe - floor(doe / 1460) + floor(doe / 36524) - floor(doe / 146096)) / 365)
   local y = yoe + era * 400
-  local doy = doe - (365 * yoe + fdiv(yoe, 4) - fdiv(yoe, 100))
-  local mp = fdiv(5 * doy + 2, 153)
+  local doy = doe - (365 * yoe + floor(yoe / 4) - floor(yoe / 100))
+  local mp = floor((5 * doy + 2) / 153)
   local m = mp < 10 and mp + 3 or mp - 9
   if m <= 2 then y = y + 1 end
-  return y, m
+  return day, y * 12 + m - 1
 end
 
-local function days_from_civil(y, m, d)
-  if m <= 2 then y = y - 1 end
-  local era = fdiv(y >= 0 and y or y - 399, 400)
-  local yoe = y - era * 400
-  local mp = m > 2 and m - 3 or m + 9
-  local doy = fdiv(153 * mp + 2, 5) + d - 1
-  local doe = yoe * 365 + fdiv(yoe, 4) - fdiv(yoe, 100) + doy
-  return era * 146097 + doe - 719468
+-- A resource's state from its packed field (nil: nothing counted yet).
+local function unpack_state(v)
+  if not v then return {d = 0, du = 0, m = 0, mu = 0, held = 0, cool = 0, tat = 0} end
+  local d, du, m, mu, held, cool, tat = string.match(v, '(%S+) (%S+) (%S+) (%S+) (%S+) (%S+) (%S+)')
+  return {d = tonumber(d), du = tonumber(du), m = tonumber(m), mu = tonumber(mu),
+    held = tonumber(held), cool = tonumber(cool), tat = tonumber(tat)}
 end
 
-local function windows(now)
-  local day = fdiv(now, DAY_MS)
-  local y, m = civil_from_days(day)
-  local ny, nm = y, m + 1
-  if nm == 13 then ny, nm = y + 1, 1 end
-  return day, y * 12 + m - 1, (day + 1) * DAY_MS - now, days_from_civil(ny, nm, 1) * DAY_MS - now
+-- The state of resources `names` and the number of waiting runs, in one HMGET.
+local function load(names)
+  local v = redis.call('HMGET', Q, PENDING, unpack(names))
+  local st = {}
+  for i, res in ipairs(names) do st[res] = unpack_state(v[i + 1]) end
+  return st, tonumber(v[1]) or 0
 end
 
-local function num(v) return tonumber(v) or 0 end
-local function ckey(res, w, id) return P .. 'c:' .. res .. ':' .. w .. ':' .. id end
-
--- Give back everything a run's lease still holds, to the windows it was counted in.
-local function give_back(run)
-  local lease = P .. 'lease:' .. run
-  local day = redis.call('HGET', lease, '_day')
-  local month = redis.call('HGET', lease, '_month')
-  local fields = redis.call('HGETALL', lease)
-  for i = 1, #fields, 2 do
-    local res, q = fields[i], num(fields[i + 1])
-    if string.sub(res, 1, 1) ~= '_' and q ~= 0 then
-      redis.call('INCRBYFLOAT', ckey(res, 'd', day), -q)
-      redis.call('INCRBYFLOAT', ckey(res, 'm', month), -q)
-      redis.call('INCRBYFLOAT', P .. 'held:' .. res, -q)
-    end
+-- Write back the state of every resource in `st`, in one HSET. 15 significant digits: exact
+-- for whole units, and sums of decimal quantities do not drift (0.1 + 0.2 is stored as 0.3).
+local function save(st)
+  local args = {}
+  for res, s in pairs(st) do
+    args[#args + 1] = res
+    args[#args + 1] = string.format('%.15g %.15g %.15g %.15g %.15g %.15g %.15g',
+      s.d, s.du, s.m, s.mu, s.held, s.cool, s.tat)
   end
-  redis.call('DEL', lease)
-  redis.call('ZREM', P .. 'leases', run)
+  if #args > 0 then redis.call('HSET', Q, unpack(args)) end
 end
 
--- Leases past their deadline belong to dead holders: their units come back here.
-local function reclaim(now)
-  local expired = redis.call('ZRANGEBYSCORE', P .. 'leases', '-inf', now, 'LIMIT', 0, 200)
-  for _, run in ipairs(expired) do give_back(run) end
-  return #expired
+-- Count `q` (negative gives back) in windows `day` and `month` of a resource's state; a
+-- window older than the current one is gone, a newer one starts from zero.
+local function count(s, day, month, q)
+  if s.d == day then s.du = s.du + q elseif day > s.d then s.d, s.du = day, math.max(0, q) end
+  if s.m == month then s.mu = s.mu + q elseif month > s.m then s.m, s.mu = month, math.max(0, q) end
 end
 
--- nil when `needs` fits now; else {never_fits, reasons, retry_after_ms}.
-local function shortfall(needs, limits, now)
-  local day, month, to_day, to_month = windows(now)
-  local reasons, never, retry = {}, false, 0
-  for res, q in pairs(needs) do
-    local lim = limits[res] or {}
-    local checks = {{'d', day, lim.d, 'daily', to_day}, {'m', month, lim.m, 'monthly', to_month}}
-    for _, c in ipairs(checks) do
-      local limit = tonumber(c[3]) or 0
-      if limit > 0 then
-        local used = num(redis.call('GET', ckey(res, c[1], c[2])))
-        if q > limit then
-          never = true
-          table.insert(reasons, string.format('%s needs %.15g, more than its %s limit of %.15g',
-            res, q, c[4], limit))
-        elseif used + q > limit then
-          table.insert(reasons, string.format('%s: %.15g of %.15g %s left, %.15g needed',
-            res, math.max(0, limit - used), limit, c[4], q))
-          retry = math.max(retry, c[5])
-        end
-      end
-    end
-    local cooling = redis.call('PTTL', P .. 'cooldown:' .. res)
-    if cooling > 0 then
-      table.insert(reasons, string.format('%s is cooling down for %d ms (provider said 429)', res, cooling))
-      retry = math.max(retry, cooling)
-    end
-    local rate = tonumber(lim.r) or 0
-    if rate > 0 then
-      local interval = 60000 / rate
-      local ahead = num(redis.call('GET', P .. 'rate:' .. res)) - now
-      if ahead > 60000 - interval then
-        table.insert(reasons, string.format('%s is at its rate of %.15g per minute', res, rate))
-        retry = math.max(retry, ahead - (60000 - interval))
-      end
-    end
+-- True when `needs` ({res, q, daily, monthly, rate} each; limits of 0 mean none) fits now.
+local function fits(needs, st, day, month, now)
+  for _, n in ipairs(needs) do
+    local q, s = n[2], st[n[1]]
+    if n[3] > 0 and (s.d == day and s.du or 0) + q > n[3] then return false end
+    if n[4] > 0 and (s.m == month and s.mu or 0) + q > n[4] then return false end
+    if s.cool > now then return false end
+    if n[5] > 0 and s.tat - now > 60000 - 60000 / n[5] then return false end
   end
-  if #reasons == 0 then return nil end
-  return {never, reasons, math.ceil(retry)}
+  return true
 end
 
-local function take(run, needs, now, ttl)
-  local day, month = windows(now)
-  local lease = P .. 'lease:' .. run
-  redis.call('HSET', lease, '_day', day, '_month', month)
-  for res, q in pairs(needs) do
+-- Count `needs` in `st` (and save it) and write the run's lease hash; the caller puts the
+-- run in the leases zset.
+local function take(run, needs, st, day, month)
+  local fields = {'_day', day, '_month', month}
+  for _, n in ipairs(needs) do
+    local res, q = n[1], n[2]
     if q > 0 then
-      -- A window's counter gets its expiry once, when this write created it.
-      if tonumber(redis.call('INCRBYFLOAT', ckey(res, 'd', day), q)) == q then
-        redis.call('EXPIRE', ckey(res, 'd', day), 3 * 86400)
-      end
-      if tonumber(redis.call('INCRBYFLOAT', ckey(res, 'm', month), q)) == q then
-        redis.call('EXPIRE', ckey(res, 'm', month), 40 * 86400)
-      end
-      redis.call('INCRBYFLOAT', P .. 'held:' .. res, q)
-      redis.call('HSET', lease, res, q)
+      local s = st[res]
+      count(s, day, month, q)
+      s.held = s.held + q
+      fields[#fields + 1] = res
+      fields[#fields + 1] = string.format('%.15g', q)
     end
   end
-  redis.call('ZADD', P .. 'leases', now + ttl, run)
-end
-
--- Admit waiting runs strictly in queue order (priority, then arrival) while they fit.
-local function admit_pending(limits, now, ttl)
-  local admitted = {}
-  for _ = 1, 100 do
-    local head = redis.call('ZRANGE', P .. 'pending', 0, 0)[1]
-    if not head then break end
-    local needs = cjson.decode(redis.call('HGET', P .. 'pending:needs', head) or '{}')
-    if shortfall(needs, limits, now) then break end
-    take(head, needs, now, ttl)
-    redis.call('ZREM', P .. 'pending', head)
-    redis.call('HDEL', P .. 'pending:needs', head)
-    table.insert(admitted, head)
-  end
-  return admitted
+  save(st)
+  redis.call('HSET', P .. 'lease:' .. run, unpack(fields))
 end

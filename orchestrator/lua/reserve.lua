@@ -1,24 +1,73 @@
--- Admit a whole run, all or nothing: ARGV = prefix, run, needs, limits, ttl_ms, score, wait.
--- Returns {status, reasons_json, retry_after_ms}.
-local run, needs_json, ttl, score, wait = ARGV[2], ARGV[3], tonumber(ARGV[5]), tonumber(ARGV[6]), ARGV[7]
-local needs, limits = cjson.decode(needs_json), cjson.decode(ARGV[4])
-local now = now_ms()
-reclaim(now)
-if redis.call('EXISTS', P .. 'lease:' .. run) == 1 then return {'admitted', '[]', 0} end
-if redis.call('ZSCORE', P .. 'pending', run) then return {'queued', '["already waiting"]', 0} end
-local short = shortfall(needs, limits, now)
-if short and short[1] then return {'refused', cjson.encode(short[2]), 0} end
--- Runs already waiting at this priority or higher go first: no overtaking.
-local ahead = redis.call('ZCOUNT', P .. 'pending', '-inf', score)
-if not short and ahead == 0 then
-  take(run, needs, now, ttl)
-  return {'admitted', '[]', 0}
+-- Admit a whole run, all or nothing. ARGV = prefix, run, ttl_ms, priority rank (0 high,
+-- 1 normal, 2 low), wait ('1'/'0'), then per resource: name, quantity, daily, monthly, rate
+-- (limits of 0 mean none). Returns 1 when admitted, else {status, reasons_json, retry_ms}.
+-- The common path is five commands whatever the run needs: TIME, ZADD NX (the lease's
+-- deadline), one HMGET and one HSET of the quota state, one HSET of the lease.
+local run, ttl, rank, wait = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
+local needs, names = {}, {}
+for i = 6, #ARGV, 5 do
+  local res = ARGV[i]
+  needs[#needs + 1] = {res, tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3]), tonumber(ARGV[i + 4])}
+  names[#names + 1] = res
 end
+local now = now_ms()
+local leases = P .. 'leases'
+-- Taking the lease's place first doubles as the "already admitted" check (idempotent); a
+-- lease of this run that lapsed is given back and taken anew.
+local lapsed = false
+if redis.call('ZADD', leases, 'NX', now + ttl, run) == 0 then
+  if tonumber(redis.call('ZSCORE', leases, run)) > now then return 1 end
+  lapsed = true
+end
+local day, month = day_month(now)
+local st, waiting = load(names)
+if not lapsed and waiting == 0 and fits(needs, st, day, month, now) then
+  take(run, needs, st, day, month)
+  return 1
+end
+-- The slow path: reasons, runs waiting ahead, the queue.
+-- @quota
+if lapsed then
+  give_back(run)
+  redis.call('ZADD', leases, now + ttl, run)
+  st, waiting = load(names)
+  if waiting == 0 and fits(needs, st, day, month, now) then
+    take(run, needs, st, day, month)
+    return 1
+  end
+end
+local pending = P .. 'pending'
+local score = string.format('%.0f', rank * 10000000000000 + now)  -- priority band, then arrival
+local ahead = 0
+if waiting > 0 then
+  if redis.call('ZSCORE', pending, run) then
+    redis.call('ZREM', leases, run)
+    return {'queued', '["already waiting"]', 0}
+  end
+  -- Runs already waiting at this priority or higher go first: no overtaking.
+  ahead = redis.call('ZCOUNT', pending, '-inf', score)
+end
+local short = shortfall(needs, st, now)
+-- Units of dead holders (lapsed leases) come back only when they are needed: a run that
+-- fits anyway skips the reclaim (release, admit and the reconciler reclaim too).
+if short and not short[1] and reclaim(now) > 0 then
+  st = load(names)
+  short = shortfall(needs, st, now)
+end
+if not short and ahead == 0 then
+  take(run, needs, st, day, month)
+  return 1
+end
+redis.call('ZREM', leases, run)
+if short and short[1] then return {'refused', cjson.encode(short[2]), 0} end
 local reasons = short and short[2] or {string.format('%d earlier run(s) are waiting first', ahead)}
 local retry = short and short[3] or 0
 if wait == '1' then
-  redis.call('ZADD', P .. 'pending', score, run)
-  redis.call('HSET', P .. 'pending:needs', run, needs_json)
+  local map = {}
+  for _, n in ipairs(needs) do map[n[1]] = n[2] end
+  redis.call('ZADD', pending, score, run)
+  redis.call('HSET', P .. 'pending:needs', run, cjson.encode(map))
+  pending_changed()
   return {'queued', cjson.encode(reasons), retry}
 end
 return {'refused', cjson.encode(reasons), retry}

@@ -6,21 +6,19 @@ local reserved, actual = tonumber(ARGV[5]), tonumber(ARGV[6])
 local marker = P .. 'settled:' .. run .. ':' .. stage .. ':' .. res
 if not redis.call('SET', marker, 1, 'NX', 'EX', 7 * 86400) then return 'dup' end
 local now = now_ms()
-local day, month = windows(now)
 local lease = P .. 'lease:' .. run
-local held = num(redis.call('HGET', lease, res))
-local released = math.min(reserved, held)
+local held, lday, lmonth = unpack(redis.call('HMGET', lease, res, '_day', '_month'))
+local released = math.min(reserved, num(held))
+local st = load({res})
+local s = st[res]
 if released > 0 then
-  local lday, lmonth = redis.call('HGET', lease, '_day'), redis.call('HGET', lease, '_month')
-  redis.call('HINCRBYFLOAT', lease, res, -released)
-  redis.call('INCRBYFLOAT', P .. 'held:' .. res, -released)
-  redis.call('INCRBYFLOAT', ckey(res, 'd', lday), -released)
-  redis.call('INCRBYFLOAT', ckey(res, 'm', lmonth), -released)
+  redis.call('HSET', lease, res, string.format('%.15g', num(held) - released))
+  s.held = s.held - released
+  count(s, num(lday), num(lmonth), -released)
 end
 if actual > 0 then
-  redis.call('INCRBYFLOAT', ckey(res, 'd', day), actual)
-  redis.call('EXPIRE', ckey(res, 'd', day), 3 * 86400)
-  redis.call('INCRBYFLOAT', ckey(res, 'm', month), actual)
-  redis.call('EXPIRE', ckey(res, 'm', month), 40 * 86400)
+  local day, month = day_month(now)
+  count(s, day, month, actual)
 end
+save(st)
 return tostring(released - actual)

@@ -41,9 +41,10 @@ def test_malformed_value_is_one_line(env: dict[str, str], variable: str) -> None
     assert len(lines) == 1 and lines[0].startswith(f"error: {variable}: "), result.stderr
 
 
-def test_unreachable_redis_is_one_line_with_a_hint(tmp_path: Path) -> None:
+@pytest.mark.parametrize("command", [["worker", "--type", "coordinator"], ["demo"]])
+def test_unreachable_redis_is_one_line_with_a_hint(tmp_path: Path, command: list[str]) -> None:
     result = _run(
-        ["worker", "--type", "coordinator"],
+        command,
         ORCH_REDIS_URL="redis://127.0.0.1:1/0",
         ORCH_DATA_DIR=str(tmp_path),
     )

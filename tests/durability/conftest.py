@@ -1,0 +1,399 @@
+"""Fault-injection fixtures: a private Redis and SeaweedFS we may kill, and our own workers.
+
+The machine's Redis (6379) and SeaweedFS (8333) are shared, so this package starts its own
+``redis-server`` and ``weed mini`` on free loopback ports and points a worker fleet of its own
+at them. The reconciler is not the beat process: ``Stack.wait`` calls
+``recovery.reconcile(runtime)`` itself about once a second while it waits, so a test decides
+exactly when recovery may happen.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from celery import Celery
+from sqlalchemy import func, select
+
+from orchestrator import coordinator, events, recovery, template_registry
+from orchestrator.celery_app import create_celery_app
+from orchestrator.constants import COORDINATOR_QUEUE, REDIS_PREFIX, ExecutionStatus
+from orchestrator.db import Database, PipelineExecution, ResourceUsage, StageExecution
+from orchestrator.errors import DependencyUnavailable, OrchestratorError
+from orchestrator.run_state import RunState
+from orchestrator.runtime import Runtime
+from orchestrator.settings import Settings
+from orchestrator.storage import ObjectStore
+from orchestrator.supervisor import WorkerFleet, start_worker, wait_ready
+from tests.conftest import ROOT
+
+HERE = Path(__file__).resolve().parent
+#: Worker processes of the suite and their concurrency (two sleeps run side by side).
+QUEUES = {COORDINATOR_QUEUE: 2, "sleep": 2, "sum": 1, "echo": 1, "fail": 1, "big": 1}
+#: Errors a test loop rides out while a service it killed comes back.
+OUTAGE_ERRORS = (redis.ConnectionError, redis.TimeoutError, OrchestratorError, OSError)
+
+
+def free_ports(count: int) -> list[int]:
+    """``count`` distinct loopback ports that are free now (held open together while chosen)."""
+    sockets = []
+    try:
+        for _ in range(count):
+            sock = socket.socket()
+            sock.bind(("127.0.0.1", 0))
+            sockets.append(sock)
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def port_open(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def _end(process: subprocess.Popen[bytes] | None, sig: int) -> None:
+    if process is None or process.poll() is not None:
+        return
+    os.killpg(process.pid, sig)
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+
+
+class RedisServer:
+    """A private ``redis-server`` without persistence: a restart loses everything in it."""
+
+    def __init__(self, directory: Path) -> None:
+        self.port = free_ports(1)[0]
+        self.directory = directory
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        log = (self.directory / "redis.log").open("ab")
+        self.process = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
+            + ["--appendonly", "no", "--daemonize", "no", "--dir", str(self.directory)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                if redis.Redis(port=self.port, socket_timeout=1).ping():
+                    return
+            except redis.ConnectionError:
+                time.sleep(0.05)
+        raise RuntimeError(f"private redis-server did not start; see {self.directory}")
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown, no save; what it held is gone."""
+        _end(self.process, signal.SIGKILL)
+
+    def stop(self) -> None:
+        _end(self.process, signal.SIGTERM)
+
+
+class WeedServer:
+    """A private ``weed mini`` on its own directory with every port off the defaults."""
+
+    NAMES = ("master", "master_grpc", "volume", "volume_grpc", "filer", "filer_grpc", "s3")
+    NAMES += ("s3_grpc", "admin", "admin_grpc", "metrics", "s3_metrics")
+
+    def __init__(self, directory: Path, access_key: str, secret_key: str) -> None:
+        self.directory = directory
+        self.ports = dict(zip(self.NAMES, free_ports(len(self.NAMES)), strict=True))
+        self.access_key, self.secret_key = access_key, secret_key
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"127.0.0.1:{self.ports['s3']}"
+
+    def start(self, ready: Callable[[], None]) -> None:
+        """Start (again, on the same directory and ports) and return once ``ready`` passes."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        identities = {
+            "identities": [
+                {
+                    "name": self.access_key,
+                    "credentials": [{"accessKey": self.access_key, "secretKey": self.secret_key}],
+                    "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+                }
+            ]
+        }
+        config = self.directory / "s3-identities.json"
+        config.write_text(json.dumps(identities))
+        p = self.ports
+        weed = Path(sys.executable).with_name("weed")
+        log = (self.directory / "weed.log").open("ab")
+        self.process = subprocess.Popen(
+            [
+                str(weed),
+                "mini",
+                f"-dir={self.directory}",
+                "-ip=127.0.0.1",
+                "-ip.bind=127.0.0.1",
+                "-metricsIp=127.0.0.1",
+                "-master.telemetry=false",
+                "-admin.ui=false",
+                "-webdav=false",
+                "-s3.port.iceberg=0",
+                "-s3.port.lance=0",
+                f"-master.port={p['master']}",
+                f"-master.port.grpc={p['master_grpc']}",
+                f"-volume.port={p['volume']}",
+                f"-volume.port.grpc={p['volume_grpc']}",
+                f"-filer.port={p['filer']}",
+                f"-filer.port.grpc={p['filer_grpc']}",
+                f"-s3.port={p['s3']}",
+                f"-s3.port.grpc={p['s3_grpc']}",
+                f"-admin.port={p['admin']}",
+                f"-admin.port.grpc={p['admin_grpc']}",
+                f"-metricsPort={p['metrics']}",
+                f"-s3.metricsPort={p['s3_metrics']}",
+                f"-s3.config={config}",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"private weed mini exited; see {self.directory}/weed.log")
+            try:
+                ready()
+                return
+            except OUTAGE_ERRORS:
+                time.sleep(0.3)
+        raise RuntimeError(f"private weed mini not ready in 90 s; see {self.directory}")
+
+    def stop(self) -> None:
+        _end(self.process, signal.SIGTERM)
+
+
+@dataclass
+class Stack:
+    """Settings, app, runtime and workers of the suite, and the waits every test needs."""
+
+    settings: Settings
+    app: Celery
+    runtime: Runtime
+    fleet: WorkerFleet
+    redis_server: RedisServer
+    s3: WeedServer
+
+    # -- processes -------------------------------------------------------------------------
+
+    def start_worker(self, queue: str) -> None:
+        start_worker(self.fleet, self.settings, queue, concurrency=QUEUES[queue])
+
+    def kill_worker(self, queue: str) -> None:
+        """SIGKILL the worker's whole process group (main process and pool children)."""
+        self.fleet.kill(queue)
+
+    def ensure_workers(self) -> None:
+        """Restart any worker a test left dead and wait until all answer."""
+        for queue, process in self.fleet.processes.items():
+            if process.poll() is not None:
+                self.start_worker(queue)
+        wait_ready(self.app, self.fleet, timeout_s=120)
+
+    def s3_ready(self) -> None:
+        ObjectStore(self.settings).ping()
+
+    # -- runs --------------------------------------------------------------------------------
+
+    def submit(self, template: str, parameters: dict[str, Any] | None = None) -> str:
+        execution, _ = coordinator.submit(self.runtime, template, parameters or {})
+        return execution.execution_id
+
+    def wait(
+        self, execution_id: str, *, timeout_s: float = 180, reconcile: bool = True
+    ) -> PipelineExecution:
+        """Block until the run is terminal and its final event is out, reconciling meanwhile.
+
+        The final event is published after everything was released, so what a test checks
+        after this returns is the settled state, not a moment in the middle of ``finish``.
+        """
+        deadline = time.monotonic() + timeout_s
+        next_pass = 0.0
+        while time.monotonic() < deadline:
+            try:
+                execution = coordinator.load(self.runtime, execution_id)
+                if ExecutionStatus(execution.status).terminal and self.final_event(execution_id):
+                    return execution
+                if reconcile and time.monotonic() >= next_pass:
+                    recovery.reconcile(self.runtime)
+                    next_pass = time.monotonic() + 1.0
+            except OUTAGE_ERRORS:
+                pass  # a service this test stopped is coming back
+            time.sleep(0.2)
+        raise TimeoutError(f"{execution_id} not finished in {timeout_s} s: {self.live(execution_id)}")
+
+    def wait_running(
+        self, execution_id: str, stage: str, *, after_s: float = 0.5, timeout_s: float = 120
+    ) -> None:
+        """Block until ``stage`` has been running for ``after_s`` (reconciling meanwhile)."""
+        deadline = time.monotonic() + timeout_s
+        next_pass = 0.0
+        while time.monotonic() < deadline:
+            try:
+                record = self.live(execution_id).get(stage, {})
+                if record.get("status") == "running" and record.get("started_at"):
+                    if time.time() * 1000 - record["started_at"] >= after_s * 1000:
+                        return
+                if time.monotonic() >= next_pass:
+                    recovery.reconcile(self.runtime)
+                    next_pass = time.monotonic() + 1.0
+            except OUTAGE_ERRORS:
+                pass
+            time.sleep(0.1)
+        raise TimeoutError(f"stage {stage} of {execution_id} never ran: {self.live(execution_id)}")
+
+    def wait_resumed(self, execution_id: str, times: int, *, timeout_s: float = 120) -> None:
+        """Block until the reconciler has resumed the run ``times`` times and relaunched it."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                execution = coordinator.load(self.runtime, execution_id)
+                if execution.resume_count >= times and execution.status == "running":
+                    return
+                recovery.reconcile(self.runtime)
+            except OUTAGE_ERRORS:
+                pass
+            time.sleep(0.5)
+        raise TimeoutError(f"{execution_id} was not resumed {times} times in {timeout_s} s")
+
+    def live(self, execution_id: str) -> dict[str, dict[str, Any]]:
+        return RunState(self.runtime.redis).stages(execution_id)
+
+    def final_event(self, execution_id: str) -> dict[str, Any] | None:
+        finals = [e for _, e in self.events(execution_id) if e.get("type") == events.FINAL]
+        return finals[-1] if finals else None
+
+    def events(self, execution_id: str) -> list[tuple[str, dict[str, Any]]]:
+        return events.read(self.runtime.redis, execution_id, count=100_000)
+
+    # -- the durable record ------------------------------------------------------------------
+
+    def stages(self, execution_id: str) -> dict[str, StageExecution]:
+        with self.runtime.db.session() as session:
+            rows = session.scalars(
+                select(StageExecution).where(StageExecution.execution_id == execution_id)
+            ).all()
+        return {row.stage_name: row for row in rows}
+
+    def usage_rows_per_stage(self, execution_id: str | None = None) -> dict[str, int]:
+        query = select(ResourceUsage.stage_id, func.count()).group_by(ResourceUsage.stage_id)
+        if execution_id is not None:
+            query = query.where(ResourceUsage.execution_id == execution_id)
+        with self.runtime.db.session() as session:
+            return {stage: count for stage, count in session.execute(query).all()}
+
+    def usage_totals(self) -> dict[str, float]:
+        query = select(ResourceUsage.resource_name, func.sum(ResourceUsage.quantity_used))
+        with self.runtime.db.session() as session:
+            rows = session.execute(query.group_by(ResourceUsage.resource_name)).all()
+        return {name: float(total) for name, total in rows}
+
+    def assert_nothing_held(self, *, counters_match_ledger: bool = True) -> None:
+        """No lease, no queued run, no capacity slot (live or lapsed), nothing reserved; the
+        quota counters hold exactly the settled usage the ledger recorded."""
+        snapshot = self.runtime.admission.snapshot()
+        assert snapshot["leases"] == 0, snapshot
+        assert snapshot["pending_runs"] == 0, snapshot
+        assert all(w["active"] == 0 for w in snapshot["worker_capacity"].values()), snapshot
+        slots = list(self.runtime.redis.scan_iter(match=f"{REDIS_PREFIX}slots:*"))
+        assert all(self.runtime.redis.zcard(key) == 0 for key in slots), [
+            (key, self.runtime.redis.zrange(key, 0, -1)) for key in slots
+        ]
+        ledger = self.usage_totals()
+        for name, resource in snapshot["resources"].items():
+            assert resource["reserved"] == pytest.approx(0, abs=1e-6), (name, resource)
+            if counters_match_ledger:
+                used = ledger.get(name, 0.0)
+                assert resource["used_today"] == pytest.approx(used, abs=1e-6), (name, resource)
+
+    def reset(self) -> None:
+        """Forget what earlier tests left in Redis (ours only: Celery's bindings stay)."""
+        client = self.runtime.redis
+        keys = list(client.scan_iter(match=f"{REDIS_PREFIX}*", count=1000))
+        for start in range(0, len(keys), 500):
+            client.delete(*keys[start : start + 500])
+
+
+@pytest.fixture(scope="package")
+def stack(
+    settings: Settings, database: Database, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
+    base = tmp_path_factory.mktemp("durability")
+    redis_server = RedisServer(base / "redis")
+    redis_server.start()
+    s3 = WeedServer(base / "s3", settings.s3_access_key, settings.s3_secret_key)
+    ours = settings.with_overrides(
+        data_dir=base,
+        redis_url=redis_server.url,
+        broker_url=redis_server.url,
+        s3_endpoint=s3.endpoint,
+        s3_embedded=False,
+        templates_dir=ROOT / "tests" / "templates",
+        resources_file=HERE / "resources.yaml",
+        worker_modules=("workers.testing",),  # the test types only: nothing else to load
+    )
+    fleet = WorkerFleet(log_dir=base / "logs")
+    runtime: Runtime | None = None
+    try:
+        s3.start(lambda: ObjectStore(ours).ping())
+        app = create_celery_app(ours)
+        runtime = Runtime(ours, app)
+        template_registry.sync_directory(
+            runtime.db, ours.templates_dir, coordinator.known_workers(runtime)
+        )
+        built = Stack(ours, app, runtime, fleet, redis_server, s3)
+        for queue in QUEUES:
+            built.start_worker(queue)
+        wait_ready(app, fleet, timeout_s=120)
+        yield built
+    finally:
+        fleet.stop()
+        if runtime is not None:
+            runtime.close()
+        s3.stop()
+        redis_server.stop()
+
+
+@pytest.fixture
+def fresh(stack: Stack, db: Database) -> Stack:
+    """The stack with empty tables (templates registered again), no orchestrator keys in
+    Redis, and every worker answering."""
+    template_registry.sync_directory(
+        stack.runtime.db, stack.settings.templates_dir, coordinator.known_workers(stack.runtime)
+    )
+    stack.reset()
+    stack.ensure_workers()
+    return stack
