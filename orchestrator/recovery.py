@@ -109,6 +109,7 @@ def resume(
         for stage in stages:
             if stage.id not in existing:
                 session.add(coordinator.stage_row(execution_id, stage))
+        bound = {s.id: s for s in stages}
         for stage_row in session.scalars(
             select(StageExecution).where(
                 StageExecution.execution_id == execution_id, StageExecution.stage_name.in_(rerun)
@@ -116,6 +117,9 @@ def resume(
         ):
             stage_row.status = StageStatus.PENDING
             stage_row.error = None
+            # A new template version may run the stage on another worker or action.
+            stage_row.worker_name = bound[stage_row.stage_name].worker
+            stage_row.action = bound[stage_row.stage_name].action
     # Until the next launch, no message of the old one may start a stage or close the run.
     state = RunState(runtime.redis)
     if state.exists(execution_id):

@@ -80,17 +80,19 @@ def describe_method(method: str, model: str) -> str:
     return ", ".join(f"LLM ({model})" if n == "LLM" else n for n in names)
 
 
+def _without(topic: str, name: str) -> str:
+    """``name`` without a leading ``topic`` ("EVs pricing" -> "pricing" when about EVs)."""
+    prefix = topic.lower() + " "
+    return name[len(prefix) :] if topic and name.lower().startswith(prefix) else name
+
+
 def bar_chart(rows: list[tuple[str, int, int]], label: str, *, topic: str = "") -> str:
     """Horizontal stacked bars (relevant, then related) as inline SVG; labels escaped.
 
     A label that starts with the topic loses that prefix ("EVs pricing" -> "pricing"): the
     chart is about the topic already, and the bars need the room.
     """
-    prefix = topic.lower() + " "
-    rows = [
-        (name[len(prefix) :] if topic and name.lower().startswith(prefix) else name, rel, near)
-        for name, rel, near in rows or [("nothing found", 0, 0)]
-    ]
+    rows = [(_without(topic, name), r, n) for name, r, n in rows or [("nothing found", 0, 0)]]
     width, label_w, bar_w, row_h, top = 480, 180, 240, 26, 6
     height = top + row_h * len(rows) + 30
     peak = max(rel + near for _, rel, near in rows) or 1
@@ -160,7 +162,7 @@ def _table(report: Report) -> str:
             f'<div class="summary">{_e(_clip(a.get("summary"), 180))}</div></td>'
             f"<td>{_e(a.get('source'))}</td>"
             f'<td class="date">{_e(str(a.get("published") or "")[:10])}</td>'
-            f"<td>{_e(a.get('subtopic') or '')}</td>"
+            f"<td>{_e(_without(report.topic, str(a.get('subtopic') or '')))}</td>"
             f'<td class="num">{relevance:.2f}{badge if label else ""}</td>'
             "</tr>"
         )

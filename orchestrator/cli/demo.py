@@ -77,9 +77,15 @@ def demo(settings: Settings, topic: str, depth: str) -> None:
             fleet = start_fleet(settings, runtime.celery, queues=deployed_queues(runtime.registry))
         console.print(f"workers up: {', '.join(fleet.processes)} (logs in {fleet.log_dir})")
         parameters = {"topic": topic, "depth": depth}
-        print_estimate(console, DEMO_TEMPLATE, estimate_run(runtime, DEMO_TEMPLATE, parameters))
+        estimate = estimate_run(runtime, DEMO_TEMPLATE, parameters)
+        print_estimate(console, DEMO_TEMPLATE, estimate)
         execution, _ = coordinator.submit(
-            runtime, DEMO_TEMPLATE, parameters, client_id="demo", priority=Priority.HIGH
+            runtime,
+            DEMO_TEMPLATE,
+            parameters,
+            client_id="demo",
+            priority=Priority.HIGH,
+            estimate=estimate,
         )
         console.print(f"running {execution.execution_id}")
         final = follow_with_bars(
@@ -90,7 +96,7 @@ def demo(settings: Settings, topic: str, depth: str) -> None:
             runtime, execution.execution_id, settings.data_dir / "reports" / execution.execution_id
         )
         for path in saved:
-            console.print(f"report saved: [bold]{path.resolve()}[/bold]")
+            console.print(f"report saved: {path.resolve()}", soft_wrap=True, highlight=False)
         if final.get("status") != "completed":
             raise SystemExit(1)
     finally:

@@ -68,7 +68,8 @@ def print_summary(console: Console, runtime: Any, execution_id: str) -> None:
     for item in deliverables:
         console.print(
             f"deliverable [bold]{item.name}[/bold] ({item.size_bytes} bytes): "
-            f"{runtime.store.presigned_url(item.storage_key)}"
+            f"{runtime.store.presigned_url(item.storage_key)}",
+            soft_wrap=True,  # a URL must stay copyable: never folded
         )
 
 

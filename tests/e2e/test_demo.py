@@ -35,7 +35,7 @@ def test_demo_runs_the_market_research_pipeline_and_saves_the_report(
     assert "Traceback" not in output
     assert "feasible" in output
     assert "market_research_pipeline" in output and "completed" in output
-    saved = re.findall(r"report saved: (\S+)", output.replace("\n", " "))
+    saved = re.findall(r"report saved: (\S+)", output)
     html = next(Path(p) for p in saved if p.endswith(".html"))
     page = html.read_text()
     assert "electric vehicles" in page.lower() and "<svg" in page
