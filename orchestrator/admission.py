@@ -149,10 +149,14 @@ class Admission:
     def acquire_slot(self, worker_type: str, holder: str, *, client: Any = None) -> bool:
         """Take a capacity slot; with ``client`` (a pipeline) the call is only queued on it."""
         limit = self.pool.workers.max_for(worker_type)
-        result = self._scripts["slot"](
-            args=[self.prefix, worker_type, holder, limit, self.lease_ttl_ms], client=client
-        )
-        return bool(result)
+        args = [self.prefix, worker_type, holder, limit, self.lease_ttl_ms]
+        if client is not None:
+            # A bare EVALSHA: redis-py would add a SCRIPT EXISTS round trip before every
+            # pipeline holding a Script. If Redis lost the script, the pipeline raises
+            # NoScriptError and the caller asks again without one (which loads it).
+            client.execute_command("EVALSHA", self._scripts["slot"].sha, 0, *args)
+            return True
+        return bool(self._scripts["slot"](args=args))
 
     renew_slot = acquire_slot  # taking a slot one already holds extends its lease
 

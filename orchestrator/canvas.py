@@ -22,6 +22,12 @@ from orchestrator.core.planner import Node, Parallel, Plan, Series, Step
 HARD_LIMIT_GRACE_S = 30
 
 
+def finish_task_id(execution_id: str, launch: str | None) -> str:
+    """The Celery task id of a launch's ``coordinator.finish``: known in advance, so a caller
+    can wait on the run's end as on any Celery result."""
+    return f"{execution_id}.finish.{launch or 'run'}"
+
+
 def build_canvas(
     app: Celery,
     execution_id: str,
@@ -34,9 +40,13 @@ def build_canvas(
     """The whole run: the plan's canvas, then ``coordinator.finish``."""
     options = {"priority": priority}
 
-    def convert(node: Node) -> Signature:
+    def convert(node: Node, feeds_chord: bool = False) -> Signature:
         if isinstance(node, Step):
             spec = specs[node.stage]
+            # A stage's return value (its packet) travels in the next message either way;
+            # only a chord (fan-in) reads it back from the result backend. Everywhere else
+            # storing it is a SET and a PUBLISH per stage that nothing reads: the run's
+            # durable record is its live state and the database, not Celery results.
             return app.signature(
                 STAGE_TASK_PREFIX + spec["worker"],
                 kwargs={
@@ -47,15 +57,19 @@ def build_canvas(
                 },
                 soft_time_limit=spec["timeout_s"],
                 time_limit=spec["timeout_s"] + HARD_LIMIT_GRACE_S,
+                ignore_result=not feeds_chord,
                 **options,
             )
-        parts = [convert(part) for part in node.parts]
         if isinstance(node, Series):
-            return chain(*parts)
+            last = len(node.parts) - 1
+            return chain(*[convert(p, feeds_chord and i == last) for i, p in enumerate(node.parts)])
         assert isinstance(node, Parallel)
-        return group(*parts)
+        return group(*[convert(part, True) for part in node.parts])
 
     finish = app.signature(
-        "coordinator.finish", kwargs={"execution_id": execution_id, "launch": launch}, **options
+        "coordinator.finish",
+        kwargs={"execution_id": execution_id, "launch": launch},
+        task_id=finish_task_id(execution_id, launch),
+        **options,
     )
     return chain(convert(plan.root), finish)

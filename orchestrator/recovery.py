@@ -205,12 +205,20 @@ def _slot_alive(runtime: Runtime, worker: str, holder: str) -> bool:
 
 
 def _lost_stages(runtime: Runtime, state: RunState, execution_id: str) -> list[str]:
-    """Stages recorded as running whose capacity lease has lapsed: their worker died."""
+    """Stages whose worker died: running with a lapsed capacity lease, or due to try again
+    (after a backoff or a wait for a slot) longer than a lease ago and never back."""
+    overdue = now_ms() - runtime.admission.lease_ttl_ms
     return [
         stage_id
         for stage_id, record in state.stages(execution_id).items()
-        if record.get("status") == StageStatus.RUNNING
-        and not _slot_alive(runtime, record["worker"], f"{execution_id}:{stage_id}")
+        if (
+            record.get("status") == StageStatus.RUNNING
+            and not _slot_alive(runtime, record["worker"], f"{execution_id}:{stage_id}")
+        )
+        or (
+            record.get("status") in {"retrying", "waiting"}
+            and record.get("retry_at", overdue) < overdue
+        )
     ]
 
 

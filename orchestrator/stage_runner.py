@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
+from redis.exceptions import NoScriptError
 
 from orchestrator.constants import StageStatus, redis_key
 from orchestrator.core.handshake import DataRef, HandshakePacket, NextStage, Summary
@@ -38,12 +39,14 @@ SLOT_RETRY_S = 0.5
 
 @dataclass(frozen=True)
 class Outcome:
-    """What the task returns (a packet) or, with ``retry_in``, when to try again; ``stale``
-    when the message belongs to no live launch of its run (its chain must stop)."""
+    """What the task returns (a packet) or, with ``retry_in``, when to try again (``waited``:
+    for a capacity slot, which is no attempt); ``stale`` when the message belongs to no live
+    launch of its run (its chain must stop)."""
 
     packet: dict[str, Any] | None
     retry_in: float | None = None
     stale: bool = False
+    waited: bool = False
 
 
 class RunSink:
@@ -85,30 +88,53 @@ class LeaseKeeper:
     """Renews a running stage's capacity slot and its run's lease while the stage works.
 
     If the worker dies, the renewals stop and both leases lapse within their TTL: that is
-    how the reconciler tells a dead stage from a slow one.
+    how the reconciler tells a dead stage from a slow one. One daemon thread per process
+    renews every stage it runs (starting a thread per stage cost more than a no-op stage).
     """
 
-    def __init__(self, runtime: Runtime, worker: str, holder: str, execution_id: str) -> None:
-        admission = runtime.admission
-        self._stop = threading.Event()
-        every = admission.lease_ttl_ms / 3000
+    _lock = threading.Lock()
+    #: holder -> (runtime, worker type, execution id, when its renewal is due, monotonic s)
+    _held: dict[str, tuple[Runtime, str, str, float]] = {}
+    _thread: threading.Thread | None = None
+    TICK_S = 0.25
 
-        def renew() -> None:
-            while not self._stop.wait(every):
+    def __init__(self, runtime: Runtime, worker: str, holder: str, execution_id: str) -> None:
+        self._entry = (runtime, worker, execution_id)
+        self._holder = holder
+
+    def __enter__(self) -> LeaseKeeper:
+        cls = type(self)
+        runtime = self._entry[0]
+        due = time.monotonic() + runtime.admission.lease_ttl_ms / 3000
+        with cls._lock:
+            cls._held[self._holder] = (*self._entry, due)
+            if cls._thread is None or not cls._thread.is_alive():  # none yet, or forked
+                cls._thread = threading.Thread(target=cls._renew, name="leases", daemon=True)
+                cls._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with self._lock:
+            self._held.pop(self._holder, None)
+
+    @classmethod
+    def _renew(cls) -> None:
+        while True:
+            time.sleep(cls.TICK_S)
+            now = time.monotonic()
+            with cls._lock:
+                due = [(h, entry) for h, entry in cls._held.items() if entry[3] <= now]
+            for holder, (runtime, worker, execution_id, _) in due:
+                admission = runtime.admission
                 try:
                     admission.renew_slot(worker, holder)
                     admission.renew(execution_id)
                 except Exception as exc:  # Redis blips must not kill the stage
                     log.warning("lease renewal for %s failed: %s", holder, exc)
-
-        self._thread = threading.Thread(target=renew, name=f"lease-{holder}", daemon=True)
-
-    def __enter__(self) -> LeaseKeeper:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
+                with cls._lock:
+                    if holder in cls._held:
+                        every = admission.lease_ttl_ms / 3000
+                        cls._held[holder] = (runtime, worker, execution_id, now + every)
 
 
 def remaining_ms(meta: dict[str, Any]) -> int | None:
@@ -262,15 +288,22 @@ class _Stage:
             event=self.event(StageStatus.RUNNING, "started", 0.0),
             pipe=pipe,
         )
-        if not pipe.execute()[0]:
-            self.record.update(status="waiting", started_at=None)
+        try:
+            taken = pipe.execute()[0]
+        except NoScriptError:  # Redis lost its script cache (a restart): load it, ask again
+            taken = admission.acquire_slot(self.spec["worker"], holder)
+        if not taken:
+            # retry_at tells the reconciler when a waiting stage is overdue (its worker died).
+            self.record.update(
+                status="waiting", started_at=None, retry_at=now_ms() + int(SLOT_RETRY_S * 1000)
+            )
             self.state.record(
                 self.execution_id,
                 self.stage_id,
                 self.record,
                 event=self.event("waiting", "waiting for a capacity slot", 0.0),
             )
-            return Outcome(None, retry_in=SLOT_RETRY_S)
+            return Outcome(None, retry_in=SLOT_RETRY_S, waited=True)
         sink = RunSink(self.runtime, self.state, self.meta)
         try:
             inputs = {d: self.runtime.outputs.read(r) for d, r in refs.items()}
@@ -408,7 +441,12 @@ class _Stage:
         elapsed = int((time.perf_counter() - started) * 1000)
         if should_retry(policy, self.attempt, error):
             delay = compute_backoff(policy, self.attempt, retry_after_s=retry_after_of(error))
-            self.record.update(status="retrying", error=message, time_ms=elapsed)
+            self.record.update(
+                status="retrying",
+                error=message,
+                time_ms=elapsed,
+                retry_at=now_ms() + int(delay * 1000),
+            )
             self.state.record(
                 self.execution_id,
                 self.stage_id,

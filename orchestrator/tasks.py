@@ -32,24 +32,31 @@ def register(app: Celery, settings: Settings, registry: Registry) -> None:
         stage_id: str,
         deps: list[str] | None = None,
         launch: str | None = None,
+        attempt: int = 1,
     ) -> Any:
         outcome = run_stage(
             runtime,
             execution_id,
             stage_id,
             deps or [],
-            attempt=self.request.retries + 1,
+            attempt=attempt,
             task_id=self.request.id,
             launch=launch,
         )
         if outcome.stale:
             raise Ignore()  # a message of an earlier launch: acknowledged, its chain ends here
         if outcome.retry_in is not None:
-            raise self.retry(countdown=outcome.retry_in, max_retries=None)
+            # The stage's policy decides how often; waiting for a slot is not an attempt.
+            again = attempt if outcome.waited else attempt + 1
+            raise self.retry(
+                countdown=outcome.retry_in, kwargs={**self.request.kwargs, "attempt": again}
+            )
         return outcome.packet
 
+    # max_retries=None: Celery's own cap (3 retries) must not cut the stage's policy short.
+    options = {"bind": True, "acks_late": True, "max_retries": None}
     for worker_type in registry.names():
-        app.task(name=STAGE_TASK_PREFIX + worker_type, bind=True, acks_late=True)(stage)
+        app.task(name=STAGE_TASK_PREFIX + worker_type, **options)(stage)
 
     @app.task(name="coordinator.start")
     def start(execution_id: str) -> str:

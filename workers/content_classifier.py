@@ -22,18 +22,8 @@ from sklearn.metrics.pairwise import linear_kernel
 from orchestrator.errors import ValidationFailed
 from orchestrator.llm import LLMClient, ask_json
 from orchestrator.sdk import StageContext, StageResult, WorkerType
-from workers.text import (
-    FACETS,
-    acronym,
-    article_text,
-    articles_in,
-    coverage,
-    field_in,
-    plain,
-    shard_of,
-    tokens,
-    vectorizer,
-)
+from workers.contract import articles_in, field_in, shard_of
+from workers.text import FACETS, acronym, article_text, coverage, plain, tokens, vectorizer
 
 log = logging.getLogger(__name__)
 

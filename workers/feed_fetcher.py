@@ -20,6 +20,7 @@ from orchestrator.constants import redis_key
 from orchestrator.corpus import ensure_corpus_server, is_corpus_url
 from orchestrator.errors import OrchestratorError, StageFailed, TransientStageError
 from orchestrator.sdk import StageContext, WorkerType
+from workers.contract import depth_of, outputs, shard_of
 from workers.feeds import parse_feed
 from workers.web import MAX_BYTES, RedisPacer, Validators, WebClient, shared_redis
 
@@ -77,29 +78,18 @@ class FeedCache:
 def feeds_of(inputs: dict[str, Any], params: dict[str, Any]) -> list[str]:
     """Feed URLs from every input's ``feeds`` and the ``feeds`` param, first occurrence kept."""
     found: list[Any] = []
-    for name in sorted(inputs):  # a stable order, so that every shard slices the same list
-        value = inputs[name]
-        if isinstance(value, dict):
-            found.extend(value.get("feeds") or [])
+    for output in outputs(inputs):  # stage id order: every shard slices the same list
+        found.extend(output.get("feeds") or [])
     found.extend(params.get("feeds") or [])
     urls = [f["url"] if isinstance(f, dict) else str(f) for f in found]
     return list(dict.fromkeys(u.strip() for u in urls if u and u.strip()))
-
-
-def shard_of(items: list[Any], params: dict[str, Any]) -> list[Any]:
-    """This copy's slice: ``items[shard::shards]`` (everything when not sharded)."""
-    shards = max(1, int(params.get("shards", 1)))
-    shard = int(params.get("shard", 0))
-    if not 0 <= shard < shards:
-        raise StageFailed(f"shard {shard} is not in 0..{shards - 1}")
-    return items[shard::shards]
 
 
 @feed_fetcher.action("fetch")
 def fetch(ctx: StageContext, inputs: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
     """Fetch this shard's feeds (conditional GET, size cap, politeness) into articles."""
     urls = shard_of(feeds_of(inputs, params), params)
-    max_items = ITEMS_PER_FEED.get(str(params.get("depth", "standard")), ITEMS_PER_FEED["standard"])
+    max_items = ITEMS_PER_FEED[depth_of(params)]
     if any(is_corpus_url(url, ctx.settings) for url in urls):
         ensure_corpus_server(ctx.settings)  # verified ours (or served) before it is trusted
     redis_client = shared_redis(ctx.settings)
@@ -146,6 +136,7 @@ def fetch(ctx: StageContext, inputs: dict[str, Any], params: dict[str, Any]) -> 
         "not_modified": not_modified,
         "failed": failed,
         "duplicates": duplicates,
+        "method": "conditional_get",
     }
 
 

@@ -7,7 +7,6 @@ dropped, and every field is bounded, so nothing downstream ever handles feed mar
 from __future__ import annotations
 
 import calendar
-import hashlib
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -16,6 +15,8 @@ from typing import Any
 from urllib.parse import urldefrag, urlsplit
 
 import feedparser
+
+from workers.contract import stable_id
 
 SUMMARY_CHARS = 600
 TITLE_CHARS = 300
@@ -57,13 +58,14 @@ class _TextExtractor(HTMLParser):
             self.parts.append(data)
 
 
-def plain_text(fragment: str, limit: int = SUMMARY_CHARS) -> str:
-    """An HTML fragment as one line of plain text, cut at a word boundary under ``limit``."""
+def plain_text(fragment: str, limit: int | None = SUMMARY_CHARS) -> str:
+    """An HTML fragment as one line of plain text, cut at a word boundary under ``limit``
+    (``None``: never cut). The one HTML-to-text of the workers."""
     extractor = _TextExtractor()
     extractor.feed(fragment or "")
     extractor.close()
     text = re.sub(r"\s+", " ", "".join(extractor.parts)).strip()
-    if len(text) <= limit:
+    if limit is None or len(text) <= limit:
         return text
     return text[:limit].rsplit(" ", 1)[0].rstrip(",;:") + "…"
 
@@ -74,11 +76,6 @@ def safe_link(link: str | None) -> str:
     if urlsplit(link).scheme not in {"http", "https"}:
         return ""
     return urldefrag(link)[0]
-
-
-def article_id(link: str, guid: str) -> str:
-    """Stable id: a hash of the link, or of the guid when there is no link."""
-    return hashlib.sha256((link or guid).encode()).hexdigest()[:16]
 
 
 def _published(entry: Any) -> str | None:
@@ -103,7 +100,7 @@ def parse_feed(body: bytes, url: str, *, max_items: int | None = None) -> Parsed
             summary = entry.content[0].get("value", "")
         articles.append(
             {
-                "id": article_id(link, guid),
+                "id": stable_id(link or guid),
                 "title": plain_text(entry.get("title", ""), TITLE_CHARS) or "(untitled)",
                 "link": link,
                 "summary": plain_text(summary),

@@ -1,11 +1,13 @@
 """``report_builder.build``: the run's deliverable, as Markdown and a self-contained HTML page.
 
-Everything is found by field name across the inputs: ``articles`` (classified, from every
-shard), the research output (``subtopics``, ``keywords``) and the findings (``findings``,
-``answer``). The HTML page has inline CSS and inline SVG bar charts, no script and no external
-resource, so it renders the same from object storage, a mail attachment or a file. Text from
-feeds is untrusted: every piece of it is escaped (``html.escape`` in HTML, backslashes in
-Markdown) and only http(s) links become links. No PDF: no renderer ships with the product.
+Everything is found by field name across the inputs: ``articles`` (from every fetch and
+classify shard; the classified copy of an article wins over its raw fetched one), the research
+output (``subtopics``, ``keywords``), the findings (``findings``, ``answer``) and every
+stage's ``method`` for the methods table. The HTML page has inline CSS and inline SVG bar
+charts, no script and no external resource, so it renders the same from object storage, a mail
+attachment or a file. Text from feeds is untrusted: every piece of it is escaped
+(``html.escape`` in HTML, backslashes in Markdown) and only http(s) links become links.
+No PDF: no renderer ships with the product.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from orchestrator.sdk import StageContext, StageResult, WorkerType
+from workers.contract import articles_in, depth_of, field_in, relevance_of
 from workers.feeds import safe_link
 from workers.report_html import describe_method, render_html
 
@@ -99,36 +102,9 @@ def _tally(
     return [r for r in rows if r[0] != OTHER or r[1] or r[2]]
 
 
-def articles_of(inputs: dict[str, Any]) -> list[dict[str, Any]]:
-    """Every input's ``articles``, one per id (the most relevant copy wins)."""
-    best: dict[str, dict[str, Any]] = {}
-    for name in sorted(inputs):
-        value = inputs[name]
-        for article in (value.get("articles") or []) if isinstance(value, dict) else []:
-            key = str(article.get("id") or article.get("link") or article.get("title"))
-            if key not in best or _relevance(article) > _relevance(best[key]):
-                best[key] = article
-    return list(best.values())
-
-
-def _relevance(article: dict[str, Any]) -> float:
-    try:
-        return float(article.get("relevance") or 0.0)
-    except (TypeError, ValueError):
-        return 0.0
-
-
-def field_of(inputs: dict[str, Any], name: str, default: Any = None) -> Any:
-    """The first input (in stage id order) with a non-empty ``name``."""
-    for key in sorted(inputs):
-        value = inputs[key]
-        if isinstance(value, dict) and value.get(name) not in (None, "", []):
-            return value[name]
-    return default
-
-
 def methods_of(inputs: dict[str, Any]) -> dict[str, str]:
-    """``{worker type: method}`` of every upstream output that names its method."""
+    """``{worker type: method}`` of every upstream output that names its method, in pipeline
+    order (research, sources, fetch, classify, findings), shards of one kind merged."""
     methods: dict[str, set[str]] = {}
     for key in sorted(inputs):
         value = inputs[key]
@@ -136,29 +112,31 @@ def methods_of(inputs: dict[str, Any]) -> dict[str, str]:
             continue
         kind = next((k for f, k in KINDS if f in value), key.rsplit("-", 1)[0])
         methods.setdefault(kind, set()).add(str(value["method"]))
-    return {kind: ", ".join(sorted(found)) for kind, found in methods.items()}
+    order = [k for _, k in KINDS]
+    ranked = sorted(methods, key=lambda k: (order.index(k) if k in order else len(order), k))
+    return {kind: ", ".join(sorted(methods[kind])) for kind in ranked}
 
 
 def gather(ctx: StageContext, inputs: dict[str, Any], params: dict[str, Any]) -> Report:
     """The report's content from the inputs: ranked, counted, nothing rendered yet."""
-    depth = str(params.get("depth") or field_of(inputs, "depth", "standard"))
-    articles = articles_of(inputs)
+    depth = depth_of({"depth": params.get("depth") or field_in(inputs, "depth")})
+    articles = articles_in(inputs)  # a classified copy wins over the fetched one
     ranked = sorted(
-        articles, key=lambda a: (_relevance(a), str(a.get("published") or "")), reverse=True
+        articles, key=lambda a: (relevance_of(a), str(a.get("published") or "")), reverse=True
     )
     on_topic = [a for a in ranked if a.get("label") in {"relevant", "related"}]
     methods = {**methods_of(inputs), "report_builder": "template"}
-    findings = field_of(inputs, "findings", [])
+    findings = field_in(inputs, "findings", [])
     return Report(
-        topic=str(params.get("topic") or field_of(inputs, "topic", "the topic")),
+        topic=str(params.get("topic") or field_in(inputs, "topic", "the topic")),
         depth=depth,
         generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         execution_id=ctx.execution_id,
         articles=articles,
-        top=(on_topic or ranked)[: TOP_ARTICLES.get(depth, TOP_ARTICLES["standard"])],
-        subtopics=[str(s) for s in field_of(inputs, "subtopics", [])],
-        keywords=[str(k) for k in field_of(inputs, "keywords", [])],
-        answer=str(field_of(inputs, "answer", "")),
+        top=(on_topic or ranked)[: TOP_ARTICLES[depth]],
+        subtopics=[str(s) for s in field_in(inputs, "subtopics", [])],
+        keywords=[str(k) for k in field_in(inputs, "keywords", [])],
+        answer=str(field_in(inputs, "answer", "")),
         findings=[f for f in findings if isinstance(f, dict)],
         methods=methods,
         llm_used=any("llm" in m.split(", ") for m in methods.values()),
@@ -218,7 +196,7 @@ def render_markdown(report: Report) -> str:
         out.append(
             f"| {md_link(a.get('title'), a.get('link'))} | {md(a.get('source'))} "
             f"| {md(str(a.get('published') or '')[:10])} | {md(a.get('subtopic') or '')} "
-            f"| {_relevance(a):.2f} |"
+            f"| {relevance_of(a):.2f} |"
         )
     out += ["", "## Subtopics and keywords", ""]
     out += [f"- {md(s)}" for s in report.subtopics]

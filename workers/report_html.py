@@ -9,6 +9,7 @@ from __future__ import annotations
 from html import escape
 from typing import TYPE_CHECKING, Any
 
+from workers.contract import relevance_of
 from workers.feeds import safe_link
 
 if TYPE_CHECKING:
@@ -16,7 +17,8 @@ if TYPE_CHECKING:
 
 METHOD_NAMES = {
     "offline": "offline phrase extraction",
-    "keyword_match": "keyword match over feed items",
+    "keyword_match": "feed discovery, scored by keyword match over feed items",
+    "conditional_get": "RSS/Atom fetch with conditional GET (ETag, Last-Modified)",
     "tfidf": "TF-IDF similarity (scikit-learn)",
     "extractive": "extractive summary of the most relevant articles",
     "llm": "LLM",
@@ -155,7 +157,7 @@ def _table(report: Report) -> str:
     for a in report.top:
         label = str(a.get("label") or "")
         badge = f'<span class="label {_e(label)}">{_e(label.replace("_", " "))}</span>'
-        relevance = float(a.get("relevance") or 0)
+        relevance = relevance_of(a)
         rows.append(
             "<tr>"
             f"<td>{_link(a.get('title'), a.get('link'))}"

@@ -19,6 +19,7 @@ from urllib.parse import urldefrag, urljoin, urlsplit
 from orchestrator.corpus import ensure_corpus_server
 from orchestrator.errors import OrchestratorError, StageFailed, ValidationFailed
 from orchestrator.sdk import StageContext, WorkerType
+from workers.contract import depth_of, outputs
 from workers.feeds import ParsedFeed, parse_feed
 from workers.web import RedisPacer, WebClient, shared_redis
 
@@ -130,13 +131,13 @@ def words(text: str) -> set[str]:
 def terms_of(inputs: dict[str, Any], params: dict[str, Any]) -> list[tuple[str, ...]]:
     """Keywords, subtopics and the topic from any input (or params), as stemmed word tuples."""
     phrases: list[str] = []
-    for source in [*(inputs[name] for name in sorted(inputs)), params]:
-        if isinstance(source, dict):
-            phrases.extend(str(k) for k in source.get("keywords") or [])
-            phrases.extend(str(s) for s in source.get("subtopics") or [])
-            if source.get("topic"):
-                phrases.append(str(source["topic"]))
-    topic = next((str(s["topic"]) for s in [*inputs.values(), params] if _has_topic(s)), "")
+    sources = [*outputs(inputs), params]
+    for source in sources:
+        phrases.extend(str(k) for k in source.get("keywords") or [])
+        phrases.extend(str(s) for s in source.get("subtopics") or [])
+        if source.get("topic"):
+            phrases.append(str(source["topic"]))
+    topic = next((str(s["topic"]) for s in sources if s.get("topic")), "")
     terms = []
     for phrase in phrases:
         stemmed = tuple(sorted(words(phrase) - STOPWORDS))
@@ -145,10 +146,6 @@ def terms_of(inputs: dict[str, Any], params: dict[str, Any]) -> list[tuple[str, 
     # Each word of the topic counts on its own too: an item on "electric trucks" is on topic.
     terms += [(word,) for word in sorted(words(topic) - STOPWORDS) if len(word) > 2]
     return list(dict.fromkeys(terms))
-
-
-def _has_topic(source: Any) -> bool:
-    return isinstance(source, dict) and bool(source.get("topic"))
 
 
 def score(feed: ParsedFeed, terms: list[tuple[str, ...]]) -> float:
@@ -172,7 +169,7 @@ def _links(feed: ParsedFeed) -> set[str]:
 @rss_source_finder.action("discover")
 def discover(ctx: StageContext, inputs: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
     """Scan the catalogue's sites for feeds and return the best ones for the topic."""
-    max_sites, max_feeds = LIMITS.get(str(params.get("depth", "standard")), LIMITS["standard"])
+    max_sites, max_feeds = LIMITS[depth_of(params)]
     terms = terms_of(inputs, params)
     if not terms:
         raise StageFailed("no keywords, subtopics or topic in the inputs or params to score by")

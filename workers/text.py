@@ -1,23 +1,18 @@
 """Text processing shared by the research workers: tokens, sentences, phrases, TF-IDF.
 
-Also the data-contract plumbing every worker needs: find inputs by field name (never by
-stage id, so a worker composes in any template), take a shard's slice, read ``depth``.
-Everything here is offline and deterministic; nothing is downloaded.
+The data-contract plumbing (inputs by field name, shards, depth, ids) is in
+``workers.contract``. Everything here is offline and deterministic; nothing is downloaded.
 """
 
 from __future__ import annotations
 
-import hashlib
-import html
 import re
 from collections.abc import Iterable
 from typing import Any
 
 from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS, TfidfVectorizer
 
-from orchestrator.errors import ValidationFailed
-
-DEPTHS = ("quick", "standard", "comprehensive")
+from workers.feeds import plain_text
 
 
 def _vocabulary(text: str) -> frozenset[str]:
@@ -39,7 +34,7 @@ NEWS_STOP_WORDS = _vocabulary(
     thousands millions billions dozens still really even already instead adding
     dollar dollars euro euros pound pounds january february march april june july august
     september october november december monday tuesday wednesday thursday friday saturday
-    sunday
+    sunday via read means did does doing
     """
 )
 STOP_WORDS = frozenset(ENGLISH_STOP_WORDS) | NEWS_STOP_WORDS
@@ -76,18 +71,14 @@ FACETS: dict[str, tuple[str, ...]] = {
     "risks and challenges": ("risk", "challenge", "problem", "concern", "barrier", "delay"),
 }
 
-_TAG = re.compile(r"<[^>]+>")
-_SPACE = re.compile(r"\s+")
-_WORD = re.compile(r"[a-z0-9]+(?:[-'][a-z0-9]+)*")
+_WORD = re.compile(r"[^\W_]+(?:[-'][^\W_]+)*")  # letters of any alphabet: "café"
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[]?[A-Z0-9])")
 _CLAUSE_BREAK = re.compile('[.,;:!?()\\[\\]{}"\u201c\u201d\u2018\u2019\u2014\u2013|/]+|\\s-\\s')
 
 
 def plain(text: Any) -> str:
-    """Text without HTML tags, entities or runs of whitespace."""
-    if not text:
-        return ""
-    return _SPACE.sub(" ", html.unescape(_TAG.sub(" ", str(text)))).strip()
+    """Text without HTML tags, entities or runs of whitespace (any length)."""
+    return plain_text(str(text), limit=None) if text else ""
 
 
 def stem(word: str) -> str:
@@ -119,11 +110,12 @@ def acronym(topic_terms: list[str] | tuple[str, ...]) -> str:
 
 
 def coverage(topic_terms: list[str] | tuple[str, ...], present: set[str]) -> float:
-    """How much of the topic a text names (0..1); its acronym ("ev") counts as all of it."""
+    """How much of the topic a text names (0..1); its acronym ("ev", "evs") counts as all."""
     wanted = set(topic_terms)
     if not wanted:
         return 0.0
-    if acronym(topic_terms) in present:
+    short = acronym(topic_terms)
+    if short and (short in present or short + "s" in present):
         return 1.0
     return len(wanted & present) / len(wanted)
 
@@ -194,67 +186,12 @@ def surface_forms(texts: Iterable[str]) -> dict[tuple[str, ...], str]:
     return {key: max(forms, key=lambda f: (forms[f], f)) for key, forms in counts.items()}
 
 
-# -- the data contract -------------------------------------------------------------------
-
-
-def depth_of(params: dict[str, Any]) -> str:
-    """``params["depth"]``, validated; ``standard`` when absent."""
-    depth = str(params.get("depth") or "standard").strip().lower()
-    if depth not in DEPTHS:
-        raise ValidationFailed(f"depth must be one of {', '.join(DEPTHS)}, not {depth!r}")
-    return depth
-
-
-def field_in(inputs: dict[str, Any], name: str, default: Any = None) -> Any:
-    """The first upstream output (in stage id order) that has field ``name``."""
-    for stage_id in sorted(inputs):
-        output = inputs[stage_id]
-        if isinstance(output, dict) and output.get(name) not in (None, "", []):
-            return output[name]
-    return default
-
-
-def article_id(article: dict[str, Any]) -> str:
-    """An article's id, or a stable hash of its link or title when the producer gave none."""
-    if article.get("id"):
-        return str(article["id"])
-    basis = article.get("link") or article.get("title") or repr(sorted(article.items()))
-    return hashlib.sha256(str(basis).encode()).hexdigest()[:16]
-
-
-def articles_in(inputs: dict[str, Any]) -> list[dict[str, Any]]:
-    """Every upstream ``articles`` list concatenated (stage id order), deduplicated by id."""
-    seen: set[str] = set()
-    articles: list[dict[str, Any]] = []
-    for stage_id in sorted(inputs):
-        output = inputs[stage_id]
-        if not isinstance(output, dict):
-            continue
-        for article in output.get("articles") or []:
-            if not isinstance(article, dict):
-                continue
-            key = article_id(article)
-            if key not in seen:
-                seen.add(key)
-                articles.append({**article, "id": key})
-    return articles
-
-
 def article_text(article: dict[str, Any]) -> str:
     """Title and summary as one plain text."""
     title, summary = plain(article.get("title")), plain(article.get("summary"))
     if title and summary:
         return f"{title}. {summary}" if title[-1] not in ".!?" else f"{title} {summary}"
     return title or summary
-
-
-def shard_of(items: list[Any], params: dict[str, Any]) -> list[Any]:
-    """This shard's slice ``items[shard::shards]``; everything when not sharded."""
-    shards = int(params.get("shards") or 1)
-    shard = int(params.get("shard") or 0)
-    if shards < 1 or not 0 <= shard < shards:
-        raise ValidationFailed(f"shard {shard} of {shards} is not a valid shard")
-    return items[shard::shards]
 
 
 def string_list(value: Any, *, limit: int) -> list[str] | None:

@@ -20,16 +20,8 @@ from sklearn.metrics.pairwise import linear_kernel
 from orchestrator.errors import ValidationFailed
 from orchestrator.llm import LLMClient, ask_json
 from orchestrator.sdk import StageContext, StageResult, WorkerType
-from workers.text import (
-    articles_in,
-    depth_of,
-    field_in,
-    plain,
-    sentences,
-    string_list,
-    tokens,
-    vectorizer,
-)
+from workers.contract import articles_in, depth_of, field_in, relevance_of
+from workers.text import plain, sentences, string_list, tokens, vectorizer
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +53,7 @@ def pool(articles: list[dict[str, Any]]) -> list[dict[str, Any]]:
             break
     else:
         chosen = [a for a in articles if a.get("label") != "off_topic"] or articles
-    return sorted(chosen, key=lambda a: -float(a.get("relevance") or 0.0))
+    return sorted(chosen, key=lambda a: -relevance_of(a))
 
 
 def excerpts(articles: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import sys
 
 import click
+from redis.exceptions import RedisError
+from sqlalchemy.exc import SQLAlchemyError
 
 from orchestrator.errors import OrchestratorError
 from orchestrator.settings import Settings
@@ -18,6 +20,9 @@ class OrchestratorGroup(click.Group):
             return super().invoke(ctx)
         except OrchestratorError as exc:
             click.secho(f"error: {exc}", fg="red", err=True)
+            sys.exit(1)
+        except (RedisError, SQLAlchemyError, OSError) as exc:  # a dependency went away mid-run
+            click.secho(f"error: {exc.__class__.__name__}: {exc}", fg="red", err=True)
             sys.exit(1)
 
 

@@ -17,7 +17,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -206,6 +206,8 @@ class Stack:
     fleet: WorkerFleet
     redis_server: RedisServer
     s3: WeedServer
+    #: Queues whose worker exited on its own and was restarted by ``revive``.
+    revived: list[str] = field(default_factory=list)
 
     # -- processes -------------------------------------------------------------------------
 
@@ -216,11 +218,17 @@ class Stack:
         """SIGKILL the worker's whole process group (main process and pool children)."""
         self.fleet.kill(queue)
 
+    def revive(self) -> list[str]:
+        """Restart workers that exited, as a process manager (compose's restart policy) does."""
+        dead = [q for q, p in self.fleet.processes.items() if p.poll() is not None]
+        for queue in dead:
+            self.start_worker(queue)
+        self.revived += dead
+        return dead
+
     def ensure_workers(self) -> None:
         """Restart any worker a test left dead and wait until all answer."""
-        for queue, process in self.fleet.processes.items():
-            if process.poll() is not None:
-                self.start_worker(queue)
+        self.revive()
         wait_ready(self.app, self.fleet, timeout_s=120)
 
     def s3_ready(self) -> None:
@@ -248,6 +256,7 @@ class Stack:
                 if ExecutionStatus(execution.status).terminal and self.final_event(execution_id):
                     return execution
                 if reconcile and time.monotonic() >= next_pass:
+                    self.revive()
                     recovery.reconcile(self.runtime)
                     next_pass = time.monotonic() + 1.0
             except OUTAGE_ERRORS:
@@ -268,6 +277,7 @@ class Stack:
                     if time.time() * 1000 - record["started_at"] >= after_s * 1000:
                         return
                 if time.monotonic() >= next_pass:
+                    self.revive()
                     recovery.reconcile(self.runtime)
                     next_pass = time.monotonic() + 1.0
             except OUTAGE_ERRORS:
@@ -283,6 +293,7 @@ class Stack:
                 execution = coordinator.load(self.runtime, execution_id)
                 if execution.resume_count >= times and execution.status == "running":
                     return
+                self.revive()
                 recovery.reconcile(self.runtime)
             except OUTAGE_ERRORS:
                 pass

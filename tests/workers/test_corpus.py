@@ -7,7 +7,6 @@ import subprocess
 import sys
 import threading
 import tomllib
-from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -27,13 +26,6 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[CorpusServer]:
-    running = CorpusServer(0)  # a private port: parallel test runs never share one
-    yield running
-    running.stop()
 
 
 def test_the_corpus_is_small_and_every_feed_parses() -> None:
@@ -58,8 +50,8 @@ def test_the_package_ships_the_corpus() -> None:
     assert shipped == {p for p in corpus_dir().rglob("*") if p.is_file()}
 
 
-def test_serves_pages_and_feeds_with_their_types(server: CorpusServer) -> None:
-    with httpx.Client(base_url=server.url) as client:
+def test_serves_pages_and_feeds_with_their_types(corpus_server: CorpusServer) -> None:
+    with httpx.Client(base_url=corpus_server.url) as client:
         index = client.get("/")
         assert index.status_code == 200
         assert index.headers["content-type"].startswith("text/html")
@@ -73,9 +65,9 @@ def test_serves_pages_and_feeds_with_their_types(server: CorpusServer) -> None:
             assert client.get(outside).status_code == 404
 
 
-def test_conditional_get_answers_304(server: CorpusServer) -> None:
+def test_conditional_get_answers_304(corpus_server: CorpusServer) -> None:
     url = "/sites/qubit-dispatch/feed.rss"
-    with httpx.Client(base_url=server.url) as client:
+    with httpx.Client(base_url=corpus_server.url) as client:
         first = client.get(url)
         etag, modified = first.headers["etag"], first.headers["last-modified"]
         by_etag = client.get(url, headers={"If-None-Match": etag})

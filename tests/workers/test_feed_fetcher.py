@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -25,19 +24,6 @@ QUBITS = "/sites/qubit-dispatch/feed.rss"
 FIELDS = {"id", "title", "link", "summary", "published", "source", "feed_url"}
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[CorpusServer]:
-    running = CorpusServer(0)
-    yield running
-    running.stop()
-
-
-@pytest.fixture
-def strict(settings: Settings, server: CorpusServer, redis_client: redis.Redis) -> Settings:
-    """Private addresses refused, as in production; only the corpus origin is trusted."""
-    return settings.with_overrides(corpus_port=server.port, allow_private_urls=False)
-
-
 def run(
     settings: Settings, paths: list[str], base: str, **params: Any
 ) -> tuple[dict[str, Any], RecordingSink]:
@@ -47,9 +33,9 @@ def run(
 
 
 def test_fetches_rss_and_atom_into_contract_articles(
-    strict: Settings, server: CorpusServer
+    strict: Settings, corpus_server: CorpusServer
 ) -> None:
-    output, sink = run(strict, [VOLTAGE_ATOM, QUBITS], server.url)
+    output, sink = run(strict, [VOLTAGE_ATOM, QUBITS], corpus_server.url)
     assert output["feeds_fetched"] == 2
     assert (output["not_modified"], output["failed"]) == (0, [])
     articles = output["articles"]
@@ -60,28 +46,31 @@ def test_fetches_rss_and_atom_into_contract_articles(
         assert article["link"].startswith("https://")
         datetime.fromisoformat(article["published"])
     assert {a["source"] for a in articles} == {"Voltage Weekly", "Qubit Dispatch"}
-    assert {a["feed_url"] for a in articles} == {server.url + VOLTAGE_ATOM, server.url + QUBITS}
+    assert {a["feed_url"] for a in articles} == {
+        corpus_server.url + VOLTAGE_ATOM,
+        corpus_server.url + QUBITS,
+    }
     assert sink.used("feed_requests") == 2
     assert sink.progress_reports[-1][0] == 100
 
 
 def test_second_fetch_is_conditional_and_answers_304(
-    strict: Settings, server: CorpusServer, redis_client: redis.Redis
+    strict: Settings, corpus_server: CorpusServer, redis_client: redis.Redis
 ) -> None:
-    first, _ = run(strict, [VOLTAGE_RSS, QUBITS], server.url)
-    cached = FeedCache(redis_client).get(server.url + QUBITS)
+    first, _ = run(strict, [VOLTAGE_RSS, QUBITS], corpus_server.url)
+    cached = FeedCache(redis_client).get(corpus_server.url + QUBITS)
     assert cached is not None and cached.etag and cached.last_modified
-    second, sink = run(strict, [VOLTAGE_RSS, QUBITS], server.url)
+    second, sink = run(strict, [VOLTAGE_RSS, QUBITS], corpus_server.url)
     assert (second["feeds_fetched"], second["not_modified"]) == (2, 2)
     assert second["articles"] == first["articles"]  # a 304 still yields the feed's articles
     assert sink.used("feed_requests") == 2
     with WebClient(strict) as client:
-        again = client.get(server.url + QUBITS, validators=cached.validators)
+        again = client.get(corpus_server.url + QUBITS, validators=cached.validators)
         assert again.not_modified and again.body == b""
 
 
-def test_duplicates_are_dropped_by_link(strict: Settings, server: CorpusServer) -> None:
-    output, _ = run(strict, [VOLTAGE_RSS, VOLTAGE_ATOM, ROUNDUP], server.url)
+def test_duplicates_are_dropped_by_link(strict: Settings, corpus_server: CorpusServer) -> None:
+    output, _ = run(strict, [VOLTAGE_RSS, VOLTAGE_ATOM, ROUNDUP], corpus_server.url)
     ids = [a["id"] for a in output["articles"]]
     links = [a["link"] for a in output["articles"]]
     assert len(ids) == len(set(ids)) == len(set(links))
@@ -90,22 +79,22 @@ def test_duplicates_are_dropped_by_link(strict: Settings, server: CorpusServer) 
     assert len(ids) == 20
 
 
-def test_shards_take_disjoint_slices(strict: Settings, server: CorpusServer) -> None:
+def test_shards_take_disjoint_slices(strict: Settings, corpus_server: CorpusServer) -> None:
     paths = [
         VOLTAGE_RSS,
         QUBITS,
         "/sites/third-wave-notes/feed.rss",
         "/sites/garden-and-table/feed.rss",
     ]
-    whole, _ = run(strict, paths, server.url)
-    shards = [run(strict, paths, server.url, shard=i, shards=2)[0] for i in range(2)]
+    whole, _ = run(strict, paths, corpus_server.url)
+    shards = [run(strict, paths, corpus_server.url, shard=i, shards=2)[0] for i in range(2)]
     got = [{a["feed_url"] for a in s["articles"]} for s in shards]
-    assert got == [{server.url + p for p in paths[i::2]} for i in range(2)]
+    assert got == [{corpus_server.url + p for p in paths[i::2]} for i in range(2)]
     assert sorted(a["id"] for s in shards for a in s["articles"]) == sorted(
         a["id"] for a in whole["articles"]
     )
-    with pytest.raises(StageFailed, match="shard 2"):
-        run(strict, paths, server.url, shard=2, shards=2)
+    with pytest.raises(ValidationFailed, match="shard 2"):
+        run(strict, paths, corpus_server.url, shard=2, shards=2)
 
 
 @pytest.mark.parametrize(
@@ -129,26 +118,26 @@ def test_private_and_odd_urls_are_refused_without_traffic(strict: Settings, url:
 
 
 def test_public_addresses_and_the_corpus_origin_pass(
-    strict: Settings, server: CorpusServer
+    strict: Settings, corpus_server: CorpusServer
 ) -> None:
     check_url("https://93.184.215.14/feed", strict)  # a check only: nothing is sent anywhere
-    check_url(server.url + VOLTAGE_RSS, strict)
+    check_url(corpus_server.url + VOLTAGE_RSS, strict)
     with pytest.raises(ValidationFailed):
-        check_url(f"http://127.0.0.1:{server.port + 1}/feed.rss", strict)
+        check_url(f"http://127.0.0.1:{corpus_server.port + 1}/feed.rss", strict)
     check_url("http://10.0.0.1/feed", strict.with_overrides(allow_private_urls=True))
 
 
 def test_refused_feeds_fail_alone_and_cost_no_request(
-    strict: Settings, server: CorpusServer
+    strict: Settings, corpus_server: CorpusServer
 ) -> None:
     ctx, sink = stage_context("feed_fetcher", "fetch", settings=strict)
     refused = ["http://127.0.0.1:1/", "http://10.0.0.1/feed.xml"]
     inputs = {"sources": {"feeds": [{"url": u} for u in refused]}}
     with pytest.raises(StageFailed, match="every feed failed") as caught:
-        fetch(ctx, inputs, {"feeds": [server.url + QUBITS], "shard": 1, "shards": 2})
+        fetch(ctx, inputs, {"feeds": [corpus_server.url + QUBITS], "shard": 1, "shards": 2})
     assert [f["url"] for f in caught.value.details["failed"]] == [refused[1]]
     assert sink.used("feed_requests") == 0
-    mixed = {"sources": {"feeds": [*refused, server.url + QUBITS]}}
+    mixed = {"sources": {"feeds": [*refused, corpus_server.url + QUBITS]}}
     ctx, sink = stage_context("feed_fetcher", "fetch", settings=strict)
     output = fetch(ctx, mixed, {})
     assert [f["url"] for f in output["failed"]] == refused
@@ -157,9 +146,9 @@ def test_refused_feeds_fail_alone_and_cost_no_request(
     assert sink.used("feed_requests") == 1
 
 
-def test_size_cap_on_declared_length(strict: Settings, server: CorpusServer) -> None:
+def test_size_cap_on_declared_length(strict: Settings, corpus_server: CorpusServer) -> None:
     with pytest.raises(StageFailed, match=r"every feed failed.*cap"):
-        run(strict, [QUBITS], server.url, max_bytes=1000)
+        run(strict, [QUBITS], corpus_server.url, max_bytes=1000)
 
 
 class Endless(BaseHTTPRequestHandler):
@@ -205,16 +194,18 @@ def test_politeness_spaces_requests_to_one_host(redis_client: redis.Redis) -> No
     assert pacer.wait("other.example:443", 1.0) == 0.0  # other hosts are not held up
 
 
-def test_finds_feeds_by_field_name_and_param(strict: Settings, server: CorpusServer) -> None:
+def test_finds_feeds_by_field_name_and_param(strict: Settings, corpus_server: CorpusServer) -> None:
     ctx, _ = stage_context("feed_fetcher", "fetch", settings=strict)
     inputs = {
-        "finder-b": {"feeds": [{"url": server.url + QUBITS}]},
+        "finder-b": {"feeds": [{"url": corpus_server.url + QUBITS}]},
         "research": {"keywords": ["qubit"]},
-        "finder-a": {"feeds": [{"url": server.url + QUBITS}, {"url": server.url + VOLTAGE_RSS}]},
+        "finder-a": {
+            "feeds": [{"url": corpus_server.url + QUBITS}, {"url": corpus_server.url + VOLTAGE_RSS}]
+        },
     }
-    output = fetch(ctx, inputs, {"feeds": [server.url + ROUNDUP], "depth": "quick"})
+    output = fetch(ctx, inputs, {"feeds": [corpus_server.url + ROUNDUP], "depth": "quick"})
     assert output["feeds_fetched"] == 3
     per_feed = {
-        u: sum(a["feed_url"] == u for a in output["articles"]) for u in [server.url + QUBITS]
+        u: sum(a["feed_url"] == u for a in output["articles"]) for u in [corpus_server.url + QUBITS]
     }
-    assert per_feed[server.url + QUBITS] == 10  # quick keeps 10 items per feed
+    assert per_feed[corpus_server.url + QUBITS] == 10  # quick keeps 10 items per feed

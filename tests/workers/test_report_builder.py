@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -34,21 +33,14 @@ HOSTILE = {
 }
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[CorpusServer]:
-    running = CorpusServer(0)
-    yield running
-    running.stop()
-
-
 @pytest.fixture
 def corpus_articles(
-    settings: Settings, server: CorpusServer, redis_client: redis.Redis
+    settings: Settings, corpus_server: CorpusServer, redis_client: redis.Redis
 ) -> list[dict[str, Any]]:
     """Articles fetched from the shipped corpus, classified by a fixed, readable rule."""
-    local = settings.with_overrides(corpus_port=server.port, allow_private_urls=False)
+    local = settings.with_overrides(corpus_port=corpus_server.port, allow_private_urls=False)
     ctx, _ = stage_context("feed_fetcher", "fetch", settings=local)
-    feeds = [{"url": f"{server.url}/sites/{path}"} for path in FEEDS]
+    feeds = [{"url": f"{corpus_server.url}/sites/{path}"} for path in FEEDS]
     articles = fetch(ctx, {"sources": {"feeds": feeds}}, {})["articles"]
     for article in articles:
         text = (article["title"] + " " + article["summary"]).lower()
@@ -60,8 +52,13 @@ def corpus_articles(
 
 
 def inputs_for(articles: list[dict[str, Any]], *, method: str = "tfidf") -> dict[str, Any]:
-    """Upstream outputs as the template wires them: research, two classify shards, findings."""
+    """Upstream outputs as the template wires them: research, sources, two fetch shards (raw
+    articles), two classify shards (the same articles, classified), findings."""
     half = len(articles) // 2
+    raw = [
+        {k: v for k, v in a.items() if k not in {"relevance", "label", "subtopic"}}
+        for a in articles
+    ]
     return {
         "research": {
             "topic": "electric vehicles",
@@ -69,6 +66,12 @@ def inputs_for(articles: list[dict[str, Any]], *, method: str = "tfidf") -> dict
             "keywords": ["charging", "battery", "EV sales"],
             "method": "offline",
         },
+        "sources": {
+            "feeds": [{"url": "u", "title": "t", "site": "s", "score": 1.0}],
+            "method": "keyword_match",
+        },
+        "fetch-0": {"articles": raw[::2], "feeds_fetched": 2, "method": "conditional_get"},
+        "fetch-1": {"articles": raw[1::2], "feeds_fetched": 1, "method": "conditional_get"},
         "classify-0": {"articles": articles[:half], "method": method, "threshold": 0.5},
         "classify-1": {"articles": articles[half:], "method": method, "threshold": 0.5},
         "findings": {
@@ -105,10 +108,20 @@ def test_builds_both_deliverables_from_corpus_articles(
     assert output["relevant"] == relevant > 0
     assert output["methods"] == {
         "topic_researcher": "offline",
+        "rss_source_finder": "keyword_match",
+        "feed_fetcher": "conditional_get",
         "content_classifier": "tfidf",
         "universal_researcher": "extractive",
         "report_builder": "template",
     }
+    assert list(output["methods"]) == [  # pipeline order in the methods table
+        "topic_researcher",
+        "rss_source_finder",
+        "feed_fetcher",
+        "content_classifier",
+        "universal_researcher",
+        "report_builder",
+    ]
     assert output["llm_used"] is False
     page = sink.deliveries["report.html"].decode()
     markdown = sink.deliveries["report.md"].decode()
@@ -199,3 +212,19 @@ def test_report_stored_in_object_storage(
     assert headers["content-type"].startswith("text/html")
     markdown = object_store.get_bytes(output["deliverables"]["report.md"]).decode()
     assert markdown.startswith("# Market research: electric vehicles")
+
+
+def test_classified_copies_win_over_fetched_ones(
+    settings: Settings, corpus_articles: list[dict[str, Any]]
+) -> None:
+    inputs = inputs_for(corpus_articles)
+    output, sink = built(settings, inputs)
+    assert output["articles"] == len(corpus_articles)  # fetched + classified: one per id
+    assert output["relevant"] == sum(a["label"] == "relevant" for a in corpus_articles)
+    # Fetch shards sort after classify ones only by luck of naming: rename them to come first.
+    renamed = {("a-" + k if k.startswith("fetch") else k): v for k, v in inputs.items()}
+    again, _ = built(settings, renamed)
+    assert (again["articles"], again["relevant"]) == (output["articles"], output["relevant"])
+    markdown = sink.deliveries["report.md"].decode()
+    assert "| feed\\_fetcher | RSS/Atom fetch with conditional GET" in markdown
+    assert "| rss\\_source\\_finder | feed discovery" in markdown

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import redis
 
 from orchestrator.corpus import CorpusServer
 from orchestrator.errors import StageFailed, ValidationFailed
@@ -17,19 +15,6 @@ from workers.rss_source_finder import discover, read_page, terms_of
 EV = {"topic": "electric vehicles", "keywords": ["electric vehicle", "battery", "charging"]}
 COFFEE = {"topic": "specialty coffee", "keywords": ["espresso", "roaster", "barista"]}
 QUANTUM = {"topic": "quantum computing", "keywords": ["qubit", "error correction"]}
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[CorpusServer]:
-    running = CorpusServer(0)
-    yield running
-    running.stop()
-
-
-@pytest.fixture
-def strict(settings: Settings, server: CorpusServer, redis_client: redis.Redis) -> Settings:
-    """Production's URL policy: private addresses refused, the corpus origin trusted."""
-    return settings.with_overrides(corpus_port=server.port, allow_private_urls=False)
 
 
 def run(
@@ -52,7 +37,7 @@ def sites(output: dict[str, Any]) -> list[str]:
     ],
 )
 def test_finds_the_feeds_of_a_topic(
-    strict: Settings, server: CorpusServer, research: dict[str, Any], expected: set[str]
+    strict: Settings, corpus_server: CorpusServer, research: dict[str, Any], expected: set[str]
 ) -> None:
     output, sink = run(strict, research)
     assert output["sites_scanned"] == 9
@@ -63,7 +48,9 @@ def test_finds_the_feeds_of_a_topic(
     assert scores == sorted(scores, reverse=True) and all(0 < s <= 1 for s in scores)
     for feed in output["feeds"]:
         assert set(feed) == {"url", "title", "site", "score"}
-        assert feed["url"].startswith(server.url) and feed["site"].startswith(server.url)
+        assert feed["url"].startswith(corpus_server.url) and feed["site"].startswith(
+            corpus_server.url
+        )
     # the catalogue, 9 home pages, one peek at each of the 9 feeds (links found twice, once)
     assert sink.used("feed_requests") == 1 + 9 + 9
     assert sink.progress_reports[-1][0] == 100
@@ -87,8 +74,8 @@ def test_depth_scales_the_number_of_feeds(strict: Settings) -> None:
     assert len(standard["feeds"]) > 4
 
 
-def test_an_explicit_catalogue_url_works(strict: Settings, server: CorpusServer) -> None:
-    output, _ = run(strict, QUANTUM, catalogue=server.url + "/index.html")
+def test_an_explicit_catalogue_url_works(strict: Settings, corpus_server: CorpusServer) -> None:
+    output, _ = run(strict, QUANTUM, catalogue=corpus_server.url + "/index.html")
     assert {"qubit-dispatch", "quantum-industry-review"} <= set(sites(output))
 
 

@@ -14,7 +14,7 @@ from tests.workers.openai_server import OpenAIServer, Received, running
 from tests.workers.recording import llm_settings, output_of, stage_context
 from tests.workers.sample_articles import articles
 from workers.text import article_text
-from workers.topic_researcher import COUNTS, corpus_texts, expand, expand_offline
+from workers.topic_researcher import COUNTS, corpus_names, corpus_texts, expand, expand_offline
 
 CONTRACT = {"topic", "depth", "subtopics", "keywords", "queries", "method"}
 
@@ -42,8 +42,9 @@ def test_offline_expansion_mines_the_articles_on_the_topic() -> None:
     assert set(output) >= CONTRACT and output["method"] == "offline"
     assert (output["topic"], output["depth"]) == ("electric vehicles", "standard")
     n_sub, n_kw, n_q = COUNTS["standard"]
-    assert len(output["subtopics"]) == n_sub
-    assert len(output["keywords"]) == n_kw and len(output["queries"]) == n_q
+    assert len(output["subtopics"]) == n_sub and len(output["queries"]) == n_q
+    # No padding: only phrases the topic's texts share or repeat (six articles give nine).
+    assert 8 <= len(output["keywords"]) <= n_kw
     # Phrases that recur in the EV articles, none from the coffee or quantum ones.
     assert {"solid-state batteries", "charging network"} <= set(output["subtopics"])
     assert {"battery prices", "battery health"} <= set(output["keywords"])
@@ -62,9 +63,9 @@ def test_offline_expansion_mines_the_articles_on_the_topic() -> None:
 def test_depth_scales_the_counts(depth: str) -> None:
     texts = [article_text(a) for a in articles()]
     output = expand_offline("coffee", depth, texts)
-    assert (len(output["subtopics"]), len(output["keywords"]), len(output["queries"])) == (
-        COUNTS[depth]
-    )
+    n_sub, n_kw, n_q = COUNTS[depth]
+    assert (len(output["subtopics"]), len(output["queries"])) == (n_sub, n_q)
+    assert 2 <= len(output["keywords"]) <= n_kw  # four coffee articles: what they repeat
     assert "cold brew" in output["subtopics"]
 
 
@@ -171,3 +172,80 @@ def test_a_429_puts_the_llm_on_cooldown(server: OpenAIServer) -> None:
     assert output["method"] == "llm"
     assert sink.cooldowns == [("openai_api", 1.0)]
     assert len(server.requests) == 2
+
+
+# -- quality on the shipped corpus (what the demo's research stage reads) -----------------
+
+SITE_NAMES = set(corpus_names())
+
+
+def _corpus_expansion(topic: str, depth: str = "standard") -> dict:
+    return expand_offline(topic, depth, list(corpus_texts()), corpus_names())
+
+
+def _mentions_a_site_name(phrase: str) -> bool:
+    words = set(phrase.lower().split())
+    return any(words <= set(name.lower().split()) for name in SITE_NAMES)
+
+
+def test_corpus_names_are_the_feed_and_site_titles() -> None:
+    assert {"Voltage Weekly", "Charge Point Journal", "The Roaster's Ledger"} <= SITE_NAMES
+    assert "Qubit Dispatch" in SITE_NAMES and "City Sports Desk" in SITE_NAMES
+
+
+@pytest.mark.parametrize(
+    ("topic", "expected", "foreign"),
+    [
+        ("electric vehicles", {"EV charging", "grid connection", "sodium-ion packs"}, "coffee"),
+        ("specialty coffee", {"coffee importers", "direct trade", "roasters"}, "charg"),
+        ("coffee", {"coffee prices", "roasters", "espresso"}, "qubit"),
+        ("quantum computing", {"error correction", "cloud quantum processors"}, "coffee"),
+    ],
+)
+def test_corpus_keywords_are_about_the_topic(topic: str, expected: set, foreign: str) -> None:
+    output = _corpus_expansion(topic)
+    assert output["keywords"][0] == topic
+    assert expected <= set(output["keywords"]), output["keywords"]
+    mined = output["keywords"][1:] + output["subtopics"]
+    assert not [p for p in mined if _mentions_a_site_name(p)], mined
+    assert not [p for p in mined if foreign in p.lower()], mined
+    # Mostly phrases, and the first subtopic is mined from the text, not a generic facet.
+    assert sum(" " in k for k in output["keywords"][1:]) >= len(output["keywords"][1:]) / 2
+    assert not output["subtopics"][0].startswith(topic)
+
+
+def test_ev_keywords_are_charging_and_battery_terms_without_site_names() -> None:
+    output = _corpus_expansion("electric vehicles")
+    keywords = output["keywords"]
+    assert len(keywords) == COUNTS["standard"][1]
+    assert sum("charg" in k.lower() for k in keywords) >= 3
+    assert any(term in k.lower() for k in keywords for term in ("battery", "sodium-ion", "pack"))
+    banned = {"charge point journal", "voltage weekly", "roaster ledger", "utilities", "earn"}
+    assert not banned & {k.lower() for k in keywords + output["subtopics"]}
+    assert {"efta", "means", "read"}.isdisjoint(keywords)
+    assert output["subtopics"][:2] == ["EV charging", "grid connection"]
+
+
+def test_an_unknown_topic_falls_back_to_the_market_facets() -> None:
+    output = _corpus_expansion("solar panels", "quick")
+    assert output["documents_on_topic"] == 0  # one canopy article is no topic vocabulary
+    assert output["subtopics"] == [
+        "solar panels market size and growth",
+        "solar panels key players and competition",
+        "solar panels pricing and costs",
+    ]
+    assert output["keywords"] == ["solar panels"]
+    assert all(q.startswith("solar panels") for q in output["queries"])
+
+
+def test_source_names_in_the_text_are_not_phrases() -> None:
+    texts = [
+        "Via Charge Point Journal: fast chargers on motorways double.",
+        "Via Charge Point Journal: fast chargers need grid connections.",
+        "Charge Point Journal says fast chargers lack grid connections.",
+    ]
+    plain_run = expand_offline("fast chargers", "quick", texts)
+    assert "charge point journal" in plain_run["keywords"]  # without names: the site wins
+    named = expand_offline("fast chargers", "quick", texts, ["Charge Point Journal"])
+    assert not any("journal" in k for k in named["keywords"] + named["subtopics"])
+    assert "grid connections" in named["keywords"]

@@ -1,0 +1,228 @@
+"""Live progress (SSE) on ONE API process: event latency at 1 and at 1,000 subscribers, and
+the Redis connections that process uses while 1,000 streams are open.
+
+The real server (``orchestrator api``: gunicorn, one gevent worker) serves the streams;
+subscribers are greenlets in a few client processes (bench/sse_clients.py). Events go in
+through the product's own ``events.publish`` with their send time; latency is receive time
+minus send time (same host clock). Redis connections are counted from the API worker's own
+sockets (/proc) and from CLIENT LIST. Writes bench/results/sse.txt.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from orchestrator import events, migrations  # noqa: E402
+from orchestrator.auth import Scope, create_key  # noqa: E402
+from orchestrator.db import PipelineExecution  # noqa: E402
+from orchestrator.runtime import Runtime  # noqa: E402
+from orchestrator.settings import Settings  # noqa: E402
+
+REDIS_DB = 9
+EVENTS, INTERVAL_S = 40, 0.05
+CLIENT_PROCESSES = 4  # subscribers are spread over these (one is enough for 1)
+REPEATS = 3
+
+
+def raise_file_limit() -> int:
+    """Each stream is a socket on both ends: lift the soft limit to the hard one."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = hard if hard != resource.RLIM_INFINITY else 65536
+    if soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def redis_sockets(pid: int, redis_port: int = 6379) -> int:
+    """TCP connections of process ``pid`` to the Redis port, read from /proc."""
+    inodes = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(target[8:-1])
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            remote_port = int(fields[2].rsplit(":", 1)[1], 16)
+            if remote_port == redis_port and fields[9] in inodes and fields[3] == "01":
+                count += 1
+    return count
+
+
+def start_api(settings: Settings) -> tuple[subprocess.Popen, int]:
+    import httpx
+
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ORCH_")}
+    env.update(settings.to_env())
+    log = (settings.data_dir / "api.log").open("ab")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator.cli", "api", "--port", str(port)],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code in {200, 503}:
+                return process, port
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    process.terminate()
+    raise RuntimeError(f"API did not start; see {settings.data_dir / 'api.log'}")
+
+
+def new_execution(runtime: Runtime) -> str:
+    execution_id = f"bench-sse-{uuid.uuid4().hex[:12]}"
+    with runtime.db.session() as session:
+        session.add(
+            PipelineExecution(
+                execution_id=execution_id, template_name="bench_sse", status="running"
+            )
+        )
+    return execution_id
+
+
+def measure(runtime: Runtime, port: int, key: str, api_pid: int, n: int) -> dict:
+    """Open ``n`` streams, publish EVENTS events and a final one, collect the latencies."""
+    execution_id = new_execution(runtime)
+    procs = min(n, CLIENT_PROCESSES)
+    shares = [n // procs + (1 if i < n % procs else 0) for i in range(procs)]
+    script = str(ROOT / "bench" / "sse_clients.py")
+    clients = [
+        subprocess.Popen(
+            [sys.executable, script, "127.0.0.1", str(port), key, execution_id, str(share)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for share in shares
+    ]
+    for client in clients:
+        assert client.stdout is not None and client.stdout.readline().strip() == "ready"
+    time.sleep(0.5)  # every stream is registered with the hub
+    connections = redis_sockets(api_pid)
+    listed = [c for c in runtime.redis.client_list() if c.get("name") == "orchestrator-sse-hub"]
+    for i in range(EVENTS):
+        events.publish(
+            runtime.redis,
+            execution_id,
+            {"type": "progress", "stage": "s", "progress": i, "sent_at": time.time()},
+        )
+        time.sleep(INTERVAL_S)
+    events.publish(
+        runtime.redis,
+        execution_id,
+        {"type": "final", "status": "completed", "sent_at": time.time()},
+    )
+    latencies: list[float] = []
+    complete: list[int] = []
+    for client in clients:
+        out, _ = client.communicate(timeout=300)
+        result = json.loads(out.strip().splitlines()[-1])
+        latencies += result["latencies_ms"]
+        complete += result["complete"]
+    connections = max(connections, redis_sockets(api_pid))
+    latencies.sort()
+    return {
+        "p50": statistics.median(latencies),
+        "p99": latencies[int(len(latencies) * 0.99) - 1],
+        "delivered": len(latencies),
+        "expected": n * (EVENTS + 1),
+        "complete": sum(1 for c in complete if c == EVENTS + 1),
+        "connections": connections,
+        "hub_clients": len(listed),
+    }
+
+
+def main() -> None:
+    limit = raise_file_limit()
+    data_dir = Path(tempfile.mkdtemp(prefix="orch-bench-sse-"))
+    settings = Settings.from_env({}).with_overrides(
+        data_dir=data_dir,
+        database_url=f"sqlite:///{data_dir / 'bench.db'}",
+        redis_url=f"redis://127.0.0.1:6379/{REDIS_DB}",
+        broker_url=f"redis://127.0.0.1:6379/{REDIS_DB}",
+        s3_bucket="orch-bench",
+        templates_dir=ROOT / "templates",
+        resources_file=ROOT / "resources.yaml",
+    )
+    migrations.upgrade(settings)
+    runtime = Runtime(settings)
+    runtime.redis.flushdb()
+    key = create_key(runtime.db, Scope.MONITOR)
+    api, port = start_api(settings)
+    try:
+        workers = children(api.pid)
+        assert len(workers) == 1, workers  # one gunicorn worker: ONE API process
+        results: dict[int, list[dict]] = {1: [], 1000: []}
+        for _ in range(REPEATS):
+            for n in results:
+                results[n].append(measure(runtime, port, key, workers[0], n))
+    finally:
+        api.terminate()
+        api.wait(15)
+    one, many = results[1], results[1000]
+
+    def med(rows: list[dict], field: str) -> float:
+        return statistics.median(r[field] for r in rows)
+
+    lines = [
+        f"SSE on one API process (gunicorn, 1 gevent worker), {EVENTS} events + final at "
+        f"{INTERVAL_S * 1000:.0f} ms intervals, median of {REPEATS} runs, open-files limit "
+        f"{limit}, load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores:",
+        f"  1 subscriber        p50 {med(one, 'p50'):7.1f} ms   p99 {med(one, 'p99'):7.1f} ms",
+        f"  1,000 subscribers   p50 {med(many, 'p50'):7.1f} ms   p99 {med(many, 'p99'):7.1f} ms",
+        f"  p99 at 1,000 / p99 at 1   {med(many, 'p99') / med(one, 'p99'):.1f}x",
+        f"  streams that got every event at 1,000: "
+        f"{', '.join(str(r['complete']) for r in many)} (of 1000 per run); events delivered "
+        f"{sum(r['delivered'] for r in many)} of {sum(r['expected'] for r in many)}",
+        f"  Redis connections of the API process with 1,000 streams open: "
+        f"{max(r['connections'] for r in many)} (with 1: {max(r['connections'] for r in one)}); "
+        f"SSE hub connections in CLIENT LIST: {max(r['hub_clients'] for r in many)}",
+    ]
+    text = "\n".join(lines) + "\n"
+    (ROOT / "bench" / "results").mkdir(exist_ok=True)
+    (ROOT / "bench" / "results" / "sse.txt").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
