@@ -32,7 +32,9 @@ from orchestrator.runtime import Runtime  # noqa: E402
 from orchestrator.settings import Settings  # noqa: E402
 
 REDIS_DB = 9
-EVENTS, INTERVAL_S = 40, 0.05
+EVENTS = 40
+#: 20 events a second is a stress (a stage reports a few a second at most); 4 a second is busy.
+INTERVALS_S = (0.05, 0.25)
 CLIENT_PROCESSES = 4  # subscribers are spread over these (one is enough for 1)
 REPEATS = 3
 
@@ -85,6 +87,12 @@ def redis_sockets(pid: int, redis_port: int = 6379) -> int:
     return count
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of ``pid`` so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def start_api(settings: Settings) -> tuple[subprocess.Popen, int]:
     import httpx
 
@@ -121,7 +129,7 @@ def new_execution(runtime: Runtime) -> str:
     return execution_id
 
 
-def measure(runtime: Runtime, port: int, key: str, api_pid: int, n: int) -> dict:
+def measure(runtime: Runtime, port: int, key: str, api_pid: int, n: int, interval_s: float) -> dict:
     """Open ``n`` streams, publish EVENTS events and a final one, collect the latencies."""
     execution_id = new_execution(runtime)
     procs = min(n, CLIENT_PROCESSES)
@@ -140,13 +148,14 @@ def measure(runtime: Runtime, port: int, key: str, api_pid: int, n: int) -> dict
     time.sleep(0.5)  # every stream is registered with the hub
     connections = redis_sockets(api_pid)
     listed = [c for c in runtime.redis.client_list() if c.get("name") == "orchestrator-sse-hub"]
+    cpu_before = cpu_seconds(api_pid)
     for i in range(EVENTS):
         events.publish(
             runtime.redis,
             execution_id,
             {"type": "progress", "stage": "s", "progress": i, "sent_at": time.time()},
         )
-        time.sleep(INTERVAL_S)
+        time.sleep(interval_s)
     events.publish(
         runtime.redis,
         execution_id,
@@ -159,6 +168,7 @@ def measure(runtime: Runtime, port: int, key: str, api_pid: int, n: int) -> dict
         result = json.loads(out.strip().splitlines()[-1])
         latencies += result["latencies_ms"]
         complete += result["complete"]
+    cpu = cpu_seconds(api_pid) - cpu_before
     connections = max(connections, redis_sockets(api_pid))
     latencies.sort()
     return {
@@ -169,6 +179,7 @@ def measure(runtime: Runtime, port: int, key: str, api_pid: int, n: int) -> dict
         "complete": sum(1 for c in complete if c == EVENTS + 1),
         "connections": connections,
         "hub_clients": len(listed),
+        "cpu_us_per_delivery": cpu * 1e6 / max(1, len(latencies)),
     }
 
 
@@ -192,32 +203,46 @@ def main() -> None:
     try:
         workers = children(api.pid)
         assert len(workers) == 1, workers  # one gunicorn worker: ONE API process
-        results: dict[int, list[dict]] = {1: [], 1000: []}
+        results: dict[tuple[float, int], list[dict]] = {
+            (interval, n): [] for interval in INTERVALS_S for n in (1, 1000)
+        }
         for _ in range(REPEATS):
-            for n in results:
-                results[n].append(measure(runtime, port, key, workers[0], n))
+            for interval, n in results:
+                results[interval, n].append(measure(runtime, port, key, workers[0], n, interval))
     finally:
         api.terminate()
         api.wait(15)
-    one, many = results[1], results[1000]
 
     def med(rows: list[dict], field: str) -> float:
         return statistics.median(r[field] for r in rows)
 
     lines = [
-        f"SSE on one API process (gunicorn, 1 gevent worker), {EVENTS} events + final at "
-        f"{INTERVAL_S * 1000:.0f} ms intervals, median of {REPEATS} runs, open-files limit "
-        f"{limit}, load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores:",
-        f"  1 subscriber        p50 {med(one, 'p50'):7.1f} ms   p99 {med(one, 'p99'):7.1f} ms",
-        f"  1,000 subscribers   p50 {med(many, 'p50'):7.1f} ms   p99 {med(many, 'p99'):7.1f} ms",
-        f"  p99 at 1,000 / p99 at 1   {med(many, 'p99') / med(one, 'p99'):.1f}x",
-        f"  streams that got every event at 1,000: "
-        f"{', '.join(str(r['complete']) for r in many)} (of 1000 per run); events delivered "
-        f"{sum(r['delivered'] for r in many)} of {sum(r['expected'] for r in many)}",
-        f"  Redis connections of the API process with 1,000 streams open: "
-        f"{max(r['connections'] for r in many)} (with 1: {max(r['connections'] for r in one)}); "
-        f"SSE hub connections in CLIENT LIST: {max(r['hub_clients'] for r in many)}",
+        f"SSE on one API process (gunicorn, 1 gevent worker), {EVENTS} events + final per run, "
+        f"median of {REPEATS} runs, subscribers in {CLIENT_PROCESSES} gevent client processes "
+        f"on the same host, open-files limit {limit}, load average {os.getloadavg()[0]:.1f} "
+        f"on {os.cpu_count()} cores:",
     ]
+    for interval in INTERVALS_S:
+        one, many = results[interval, 1], results[interval, 1000]
+        lines += [
+            f"  one event every {interval * 1000:.0f} ms:",
+            f"    1 subscriber        p50 {med(one, 'p50'):7.1f} ms   "
+            f"p99 {med(one, 'p99'):7.1f} ms",
+            f"    1,000 subscribers   p50 {med(many, 'p50'):7.1f} ms   "
+            f"p99 {med(many, 'p99'):7.1f} ms   "
+            f"(API CPU {med(many, 'cpu_us_per_delivery'):.0f} us per event delivered)",
+            f"    p99 at 1,000 / p99 at 1   {med(many, 'p99') / med(one, 'p99'):.1f}x",
+            f"    streams that got every event at 1,000: "
+            f"{', '.join(str(r['complete']) for r in many)} (of 1000 per run); events delivered "
+            f"{sum(r['delivered'] for r in many)} of {sum(r['expected'] for r in many)}",
+        ]
+    every = [r for rows in results.values() for r in rows]
+    lines.append(
+        f"  Redis connections of the API process with 1,000 streams open: "
+        f"{max(r['connections'] for r in every if r['expected'] > EVENTS + 1)} "
+        f"(with 1: {max(r['connections'] for r in every if r['expected'] == EVENTS + 1)}); "
+        f"SSE hub connections in CLIENT LIST: {max(r['hub_clients'] for r in every)}"
+    )
     text = "\n".join(lines) + "\n"
     (ROOT / "bench" / "results").mkdir(exist_ok=True)
     (ROOT / "bench" / "results" / "sse.txt").write_text(text)

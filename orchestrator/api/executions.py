@@ -26,9 +26,11 @@ from orchestrator.api.models import (
 )
 from orchestrator.auth import Scope
 from orchestrator.constants import Priority
-from orchestrator.db import Deliverable, PipelineExecution, StageExecution
+from orchestrator.db import PipelineExecution
 from orchestrator.errors import NotFound
 from orchestrator.estimates import estimate_run
+from orchestrator.execution_view import deliverables as deliverables_of
+from orchestrator.execution_view import describe, serialize
 from orchestrator.runtime import Runtime
 
 api = APIBlueprint(
@@ -37,17 +39,10 @@ api = APIBlueprint(
 
 #: Seconds between SSE comments on an idle stream, so proxies keep it open.
 HEARTBEAT_S = 15
-DOWNLOAD_URL_TTL = timedelta(hours=1)
 
 
 def runtime() -> Runtime:
     return current_app.extensions["orchestrator"]
-
-
-def _iso(value: datetime | None) -> str | None:
-    if value is None:
-        return None
-    return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
 
 
 def owned_execution(execution_id: str) -> PipelineExecution:
@@ -57,73 +52,6 @@ def owned_execution(execution_id: str) -> PipelineExecution:
     if not principal.sees_everything() and execution.client_id != principal.client_id:
         raise NotFound(f"execution {execution_id!r} not found")
     return execution
-
-
-def serialize(
-    execution: PipelineExecution, stages: list[StageExecution] | None = None
-) -> dict[str, Any]:
-    body = {
-        "execution_id": execution.execution_id,
-        "request_id": execution.request_id,
-        "client_id": execution.client_id,
-        "template_name": execution.template_name,
-        "template_version": execution.template_version,
-        "parameters": execution.parameters,
-        "priority": execution.priority,
-        "status": execution.status,
-        "error": execution.error,
-        "estimated_cost_usd": execution.estimated_cost_usd,
-        "estimated_time_ms": execution.estimated_time_ms,
-        "total_cost_usd": execution.total_cost_usd,
-        "total_time_ms": execution.total_time_ms,
-        "created_at": _iso(execution.created_at),
-        "started_at": _iso(execution.started_at),
-        "completed_at": _iso(execution.completed_at),
-        "progress_url": f"/progress/{execution.execution_id}",
-    }
-    if stages is not None:
-        body["stages"] = [
-            {
-                "stage_id": s.stage_id,
-                "stage": s.stage_name,
-                "worker": s.worker_name,
-                "action": s.action,
-                "order": s.stage_order,
-                "status": s.status,
-                "attempts": s.attempts,
-                "cost_usd": s.cost_usd or 0.0,
-                "time_ms": s.time_ms,
-                "cache_hit": s.cache_hit,
-                "started_at": _iso(s.started_at),
-                "completed_at": _iso(s.completed_at),
-                "summary": s.summary_data,
-                "data_reference": s.data_reference,
-                "error": s.error,
-            }
-            for s in stages
-        ]
-    return body
-
-
-def live_stages(execution_id: str) -> list[StageExecution]:
-    """Stage rows, brought up to date from the run's live Redis state while it runs."""
-    from orchestrator.run_state import RunState
-
-    rt = runtime()
-    state = RunState(rt.redis)
-    execution = coordinator.load(rt, execution_id)
-    if execution.status in {"running", "queued"} and state.exists(execution_id):
-        coordinator.persist(
-            rt, execution_id, state.stages(execution_id), state.packets(execution_id)
-        )
-    with rt.db.session() as session:
-        return list(
-            session.scalars(
-                select(StageExecution)
-                .where(StageExecution.execution_id == execution_id)
-                .order_by(StageExecution.stage_order)
-            )
-        )
 
 
 @api.post("/estimate", responses={200: EstimateOut})
@@ -145,6 +73,7 @@ def execute(body: ExecuteBody) -> tuple[dict[str, Any], int]:
         client_id=g.principal.client_id,
         request_id=body.request_id,
         priority=Priority(body.priority),
+        estimate=estimate_run(rt, body.template_name, body.parameters),
     )
     base = execution.started_at or execution.created_at or datetime.now(UTC)
     base = base if base.tzinfo else base.replace(tzinfo=UTC)
@@ -188,8 +117,7 @@ def get_execution(path: ExecutionPath) -> dict[str, Any]:
     """Status, per-stage status, cost, time, handshake summaries and errors."""
     g.principal.require(Scope.CLIENT, Scope.MONITOR)
     owned_execution(path.execution_id)
-    stages = live_stages(path.execution_id)
-    return serialize(coordinator.load(runtime(), path.execution_id), stages)
+    return describe(runtime(), path.execution_id)
 
 
 @api.post("/executions/<execution_id>/cancel", responses={200: ExecutionOut})
@@ -198,7 +126,7 @@ def cancel(path: ExecutionPath) -> dict[str, Any]:
     g.principal.require(Scope.CLIENT)
     owned_execution(path.execution_id)
     coordinator.cancel(runtime(), path.execution_id)
-    return serialize(coordinator.load(runtime(), path.execution_id), live_stages(path.execution_id))
+    return describe(runtime(), path.execution_id)
 
 
 @api.post("/executions/<execution_id>/resume", responses={202: ExecutionOut})
@@ -217,30 +145,7 @@ def deliverables(path: ExecutionPath) -> dict[str, Any]:
     """The run's outputs for people, with time-limited download URLs."""
     g.principal.require(Scope.CLIENT, Scope.MONITOR)
     owned_execution(path.execution_id)
-    rt = runtime()
-    with rt.db.session() as session:
-        rows = session.scalars(
-            select(Deliverable)
-            .where(Deliverable.execution_id == path.execution_id)
-            .order_by(Deliverable.name)
-        ).all()
-    items = []
-    for row in rows:
-        try:
-            url = rt.store.presigned_url(row.storage_key, expires=DOWNLOAD_URL_TTL)
-        except NotFound:
-            url = None  # expired or removed: listed, but no longer downloadable
-        items.append(
-            {
-                "name": row.name,
-                "content_type": row.content_type,
-                "size_bytes": row.size_bytes,
-                "checksum": row.checksum,
-                "expires_at": _iso(row.expires_at),
-                "url": url,
-                "url_expires_in_s": int(DOWNLOAD_URL_TTL.total_seconds()),
-            }
-        )
+    items = deliverables_of(runtime(), path.execution_id)
     return {"execution_id": path.execution_id, "deliverables": items}
 
 

@@ -55,7 +55,7 @@ def demo(settings: Settings, topic: str, depth: str) -> None:
     from orchestrator import coordinator, events
     from orchestrator.cli.executions import print_estimate
     from orchestrator.cli.progress_view import follow_with_bars
-    from orchestrator.cli.run import print_summary
+    from orchestrator.cli.run import print_local_summary
     from orchestrator.embedded_s3 import ensure_running
     from orchestrator.estimates import estimate_run
     from orchestrator.health import require
@@ -91,7 +91,7 @@ def demo(settings: Settings, topic: str, depth: str) -> None:
         final = follow_with_bars(
             events.follow(runtime.redis, execution.execution_id, timeout_s=600), console
         )
-        print_summary(console, runtime, execution.execution_id)
+        print_local_summary(console, runtime, execution.execution_id)
         saved = save_deliverables(
             runtime, execution.execution_id, settings.data_dir / "reports" / execution.execution_id
         )

@@ -1,6 +1,7 @@
 """``orchestrator estimate | status | cancel | resume``: the API's verbs, from a shell.
 
-They call the same library functions as the API's views, on the settings of this process.
+Locally they call the same library functions as the API's views, on the settings of this
+process; with ``--api URL --key KEY`` they call the API itself.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from orchestrator.cli.run import parse_params, print_summary
+from orchestrator.cli.run import api_client, parse_params, print_summary, with_api_options
 from orchestrator.settings import Settings
 
 
@@ -49,67 +50,123 @@ def print_estimate(console: Console, template: str, result: dict[str, Any]) -> N
 @click.command()
 @click.argument("template")
 @click.option("-p", "--param", "params", multiple=True, help="key=value (repeatable)")
+@with_api_options
 @click.pass_obj
-def estimate(settings: Settings, template: str, params: tuple[str, ...]) -> None:
+def estimate(
+    settings: Settings,
+    template: str,
+    params: tuple[str, ...],
+    api_url: str | None,
+    api_key: str | None,
+) -> None:
     """Cost, time, confidence and feasibility of TEMPLATE before it runs."""
-    from orchestrator import coordinator
-    from orchestrator.estimates import estimate_run
+    parameters = parse_params(params)
+    client = api_client(api_url, api_key)
+    if client is not None:
+        body = {"template_name": template, "parameters": parameters}
+        result = client.call("POST", "/estimate", json=body)
+    else:
+        from orchestrator import coordinator
+        from orchestrator.estimates import estimate_run
 
-    runtime = _runtime(settings)
-    coordinator.sync_templates(runtime)
-    print_estimate(Console(), template, estimate_run(runtime, template, parse_params(params)))
+        runtime = _runtime(settings)
+        coordinator.sync_templates(runtime)
+        result = estimate_run(runtime, template, parameters)
+    print_estimate(Console(), template, result)
 
 
 @click.command()
 @click.argument("execution_id", required=False)
 @click.option("--limit", default=20, show_default=True, help="how many recent executions")
+@with_api_options
 @click.pass_obj
-def status(settings: Settings, execution_id: str | None, limit: int) -> None:
+def status(
+    settings: Settings,
+    execution_id: str | None,
+    limit: int,
+    api_url: str | None,
+    api_key: str | None,
+) -> None:
     """One execution's stages, cost and deliverables; without an id, the recent executions."""
-    from sqlalchemy import select
-
-    from orchestrator.db import PipelineExecution
-
-    runtime = _runtime(settings)
     console = Console()
-    if execution_id:
-        print_summary(console, runtime, execution_id)
-        return
-    with runtime.db.session() as session:
-        rows = session.scalars(
-            select(PipelineExecution).order_by(PipelineExecution.created_at.desc()).limit(limit)
-        ).all()
+    client = api_client(api_url, api_key)
+    if client is not None:
+        if execution_id:
+            print_summary(
+                console,
+                client.call("GET", f"/executions/{execution_id}"),
+                client.call("GET", f"/executions/{execution_id}/deliverables")["deliverables"],
+            )
+            return
+        items = client.call("GET", "/executions", params={"limit": limit})["items"]
+    else:
+        from orchestrator.cli.run import print_local_summary
+        from orchestrator.execution_view import serialize
+
+        runtime = _runtime(settings)
+        if execution_id:
+            print_local_summary(console, runtime, execution_id)
+            return
+        from sqlalchemy import select
+
+        from orchestrator.db import PipelineExecution
+
+        with runtime.db.session() as session:
+            rows = session.scalars(
+                select(PipelineExecution).order_by(PipelineExecution.created_at.desc()).limit(limit)
+            ).all()
+            items = [serialize(row) for row in rows]
     table = Table(title="recent executions")
     for column in ("execution", "template", "status", "created", "cost", "time"):
         table.add_column(column)
-    for row in rows:
+    for item in items:
         table.add_row(
-            row.execution_id,
-            f"{row.template_name} v{row.template_version}",
-            row.status,
-            row.created_at.strftime("%Y-%m-%d %H:%M:%S") if row.created_at else "",
-            f"${row.total_cost_usd or 0:.6f}",
-            f"{row.total_time_ms or 0} ms",
+            item["execution_id"],
+            f"{item['template_name']} v{item['template_version']}",
+            item["status"],
+            (item["created_at"] or "")[:19].replace("T", " "),
+            f"${item['total_cost_usd'] or 0:.6f}",
+            f"{item['total_time_ms'] or 0} ms",
         )
     console.print(table)
 
 
 @click.command()
 @click.argument("execution_id")
+@with_api_options
 @click.pass_obj
-def cancel(settings: Settings, execution_id: str) -> None:
+def cancel(settings: Settings, execution_id: str, api_url: str | None, api_key: str | None) -> None:
     """Cancel a run: revoke what runs, release every reservation."""
-    from orchestrator import coordinator
+    client = api_client(api_url, api_key)
+    if client is not None:
+        result = client.call("POST", f"/executions/{execution_id}/cancel")["status"]
+    else:
+        from orchestrator import coordinator
 
-    click.echo(f"{execution_id}: {coordinator.cancel(_runtime(settings), execution_id)}")
+        result = coordinator.cancel(_runtime(settings), execution_id)
+    click.echo(f"{execution_id}: {result}")
 
 
 @click.command()
 @click.argument("execution_id")
 @click.option("-p", "--param", "params", multiple=True, help="changed parameter key=value")
+@with_api_options
 @click.pass_obj
-def resume(settings: Settings, execution_id: str, params: tuple[str, ...]) -> None:
+def resume(
+    settings: Settings,
+    execution_id: str,
+    params: tuple[str, ...],
+    api_url: str | None,
+    api_key: str | None,
+) -> None:
     """Rerun a failed, cancelled or stopped run from its last good checkpoints."""
+    client = api_client(api_url, api_key)
+    if client is not None:
+        if params:
+            raise click.BadParameter("changed parameters need a local resume", param_hint="-p")
+        client.call("POST", f"/executions/{execution_id}/resume")
+        click.echo(f"{execution_id}: resumed")
+        return
     from orchestrator.recovery import resume as resume_execution
 
     rerun = resume_execution(_runtime(settings), execution_id, parameters=parse_params(params))

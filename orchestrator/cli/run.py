@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import uuid
 from typing import Any
 
 import click
@@ -27,50 +28,70 @@ def parse_params(pairs: tuple[str, ...]) -> dict[str, Any]:
     return parameters
 
 
-def print_summary(console: Console, runtime: Any, execution_id: str) -> None:
-    """Stages, cost, time and deliverables of a finished run."""
-    from sqlalchemy import select
-
-    from orchestrator.coordinator import load
-    from orchestrator.db import Deliverable, StageExecution
-
-    execution = load(runtime, execution_id)
-    table = Table(title=f"{execution.template_name} {execution_id}: {execution.status}")
+def print_summary(
+    console: Console, execution: dict[str, Any], deliverables: list[dict[str, Any]]
+) -> None:
+    """Stages, cost, time and deliverables of a run, from the API's JSON shape."""
+    table = Table(
+        title=f"{execution['template_name']} {execution['execution_id']}: {execution['status']}"
+    )
     for column in ("stage", "worker.action", "status", "time", "cost", "items"):
         table.add_column(column)
-    with runtime.db.session() as session:
-        stages = session.scalars(
-            select(StageExecution)
-            .where(StageExecution.execution_id == execution_id)
-            .order_by(StageExecution.stage_order)
-        ).all()
-        deliverables = session.scalars(
-            select(Deliverable).where(Deliverable.execution_id == execution_id)
-        ).all()
-    for stage in stages:
-        summary = stage.summary_data or {}
+    for stage in execution.get("stages", []):
+        summary = stage.get("summary") or {}
         table.add_row(
-            stage.stage_name,
-            f"{stage.worker_name}.{stage.action}",
-            stage.status,
-            f"{stage.time_ms or 0} ms",
-            f"${stage.cost_usd or 0:.6f}",
+            stage["stage"],
+            f"{stage['worker']}.{stage['action']}",
+            stage["status"] + (" (cache)" if stage.get("cache_hit") else ""),
+            f"{stage.get('time_ms') or 0} ms",
+            f"${stage.get('cost_usd') or 0:.6f}",
             str(summary.get("items_processed", "")),
         )
     console.print(table)
     console.print(
-        f"cost ${execution.total_cost_usd or 0:.6f} (estimated "
-        f"${execution.estimated_cost_usd or 0:.6f}), time {execution.total_time_ms or 0} "
-        f"ms (estimated {execution.estimated_time_ms or 0} ms)"
+        f"cost ${execution.get('total_cost_usd') or 0:.6f} (estimated "
+        f"${execution.get('estimated_cost_usd') or 0:.6f}), "
+        f"time {execution.get('total_time_ms') or 0} ms "
+        f"(estimated {execution.get('estimated_time_ms') or 0} ms)"
     )
-    if execution.error:
-        console.print(f"[red]error:[/red] {execution.error}")
+    if execution.get("error"):
+        console.print(f"[red]error:[/red] {execution['error']}")
     for item in deliverables:
         console.print(
-            f"deliverable [bold]{item.name}[/bold] ({item.size_bytes} bytes): "
-            f"{runtime.store.presigned_url(item.storage_key)}",
+            f"deliverable [bold]{item['name']}[/bold] ({item['size_bytes']} bytes): "
+            f"{item['url'] or '(expired)'}",
             soft_wrap=True,  # a URL must stay copyable: never folded
         )
+
+
+def print_local_summary(console: Console, runtime: Any, execution_id: str) -> None:
+    """``print_summary`` of a run read from this process's database and storage."""
+    from orchestrator.execution_view import deliverables, describe
+
+    print_summary(console, describe(runtime, execution_id), deliverables(runtime, execution_id))
+
+
+api_options = [
+    click.option("--api", "api_url", default=None, help="an API to talk to (http://host:8000)"),
+    click.option("--key", "api_key", default=None, help="the client API key for --api"),
+]
+
+
+def with_api_options(command: Any) -> Any:
+    """``--api URL --key KEY``: act through a running API instead of this process's config."""
+    for option in reversed(api_options):
+        command = option(command)
+    return command
+
+
+def api_client(api_url: str | None, api_key: str | None) -> Any:
+    if api_url is None:
+        return None
+    if not api_key:
+        raise click.BadParameter("--api needs --key (a client key)", param_hint="--key")
+    from orchestrator.cli.remote import ApiClient
+
+    return ApiClient(api_url, api_key)
 
 
 @click.command()
@@ -79,6 +100,7 @@ def print_summary(console: Console, runtime: Any, execution_id: str) -> None:
 @click.option("--priority", type=click.Choice([p.value for p in Priority]), default="normal")
 @click.option("--request-id", default=None, help="idempotency key: the same id, the same run")
 @click.option("--timeout", default=3600.0, help="seconds to follow before giving up")
+@with_api_options
 @click.pass_obj
 def run(
     settings: Settings,
@@ -87,24 +109,63 @@ def run(
     priority: str,
     request_id: str | None,
     timeout: float,
+    api_url: str | None,
+    api_key: str | None,
 ) -> None:
     """Submit TEMPLATE with -p key=value parameters and follow it to the end."""
+    from orchestrator.cli.progress_view import follow_with_bars
+
+    console = Console()
+    parameters = parse_params(params)
+    client = api_client(api_url, api_key)
+    if client is not None:
+        body = {
+            "request_id": request_id or f"cli-{uuid.uuid4().hex}",
+            "template_name": template,
+            "parameters": parameters,
+            "priority": priority,
+        }
+        execution_id = client.call("POST", "/execute", json=body)["execution_id"]
+        console.print(f"submitted: {execution_id}")
+        final = follow_with_bars(client.events(execution_id), console)
+        print_summary(
+            console,
+            client.call("GET", f"/executions/{execution_id}"),
+            client.call("GET", f"/executions/{execution_id}/deliverables")["deliverables"],
+        )
+    else:
+        final = run_locally(settings, console, template, parameters, priority, request_id, timeout)
+    if final.get("status") not in {"completed", "stopped"}:
+        raise SystemExit(1)
+
+
+def run_locally(
+    settings: Settings,
+    console: Console,
+    template: str,
+    parameters: dict[str, Any],
+    priority: str,
+    request_id: str | None,
+    timeout: float,
+) -> dict[str, Any]:
+    """Submit through this process's configuration and follow the run's Redis stream."""
     from orchestrator import coordinator, events
     from orchestrator.cli.progress_view import follow_with_bars
+    from orchestrator.estimates import estimate_run
     from orchestrator.health import require
     from orchestrator.runtime import Runtime
 
     require(settings, ("redis", "database"))
     runtime = Runtime(settings)
     coordinator.sync_templates(runtime)
-    console = Console()
     execution, created = coordinator.submit(
         runtime,
         template,
-        parse_params(params),
+        parameters,
         request_id=request_id,
         priority=Priority(priority),
         client_id="cli",
+        estimate=estimate_run(runtime, template, parameters),
     )
     console.print(f"{'submitted' if created else 'already submitted'}: {execution.execution_id}")
     try:
@@ -114,9 +175,8 @@ def run(
     except TimeoutError:
         message = f"{execution.execution_id} still running after {timeout} s"
         raise click.ClickException(message) from None
-    print_summary(console, runtime, execution.execution_id)
-    if final.get("status") not in {"completed", "stopped"}:
-        raise SystemExit(1)
+    print_local_summary(console, runtime, execution.execution_id)
+    return final
 
 
 COMMANDS = [run]

@@ -24,6 +24,7 @@ from typing import Any
 import pytest
 import redis
 from celery import Celery
+from kombu import pools
 from sqlalchemy import func, select
 
 from orchestrator import coordinator, events, recovery, template_registry
@@ -229,7 +230,15 @@ class Stack:
     def ensure_workers(self) -> None:
         """Restart any worker a test left dead and wait until all answer."""
         self.revive()
-        wait_ready(self.app, self.fleet, timeout_s=120)
+        for attempt in range(3):
+            try:
+                wait_ready(self.app, self.fleet, timeout_s=120)
+                return
+            except OUTAGE_ERRORS:  # pooled broker connections from before a Redis restart
+                pools.reset()
+                self.app._pool = None  # the next use builds a fresh pool
+                if attempt == 2:
+                    raise
 
     def s3_ready(self) -> None:
         ObjectStore(self.settings).ping()

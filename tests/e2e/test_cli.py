@@ -1,0 +1,65 @@
+"""The ``orchestrator`` CLI against a real API process and, locally, on the suite's services."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+
+from orchestrator.settings import Settings
+from tests.conftest import ROOT
+from tests.e2e.conftest import Api
+
+
+def cli(*args: str, settings: Settings | None = None) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ORCH_")}
+    if settings is not None:
+        env.update(settings.to_env())
+        env["ORCH_S3_ENDPOINT"] = settings.s3_endpoint
+    env["COLUMNS"] = "160"
+    return subprocess.run(
+        [sys.executable, "-m", "orchestrator.cli", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+
+
+def test_run_through_the_api_follows_the_sse_stream_to_the_end(api_server: Api) -> None:
+    remote = ("--api", api_server.url, "--key", api_server.keys["client"])
+    result = cli("run", "linear5", "-p", "start=10", *remote)
+    assert result.returncode == 0, result.stdout + result.stderr
+    execution_id = re.search(r"submitted: (exec_\w+)", result.stdout).group(1)
+    assert f"linear5 {execution_id}: completed" in result.stdout
+    for stage in ("s1", "s2", "s3", "s4", "s5"):
+        assert re.search(rf"{stage}\s.*100%", result.stdout), stage
+    status = cli("status", execution_id, *remote)
+    assert status.returncode == 0 and "completed" in status.stdout
+    listing = cli("status", *remote)
+    assert execution_id in listing.stdout
+    estimate = cli("estimate", "linear5", "-p", "start=1", *remote)
+    assert estimate.returncode == 0 and "feasible" in estimate.stdout
+
+
+def test_api_errors_are_one_line(api_server: Api) -> None:
+    remote = ("--api", api_server.url, "--key", api_server.keys["client"])
+    unknown = cli("run", "no_such_template", *remote)
+    assert unknown.returncode == 1 and "Traceback" not in unknown.stderr
+    assert "API 404" in unknown.stderr and "no_such_template" in unknown.stderr
+    bad_key = cli("status", "--api", api_server.url, "--key", "nope")
+    assert bad_key.returncode == 1 and "API 401" in bad_key.stderr
+    no_key = cli("status", "--api", api_server.url)
+    assert no_key.returncode == 2 and "--key" in no_key.stderr
+
+
+def test_local_run_status_and_a_cancel_conflict(e2e_settings: Settings, api_server: Api) -> None:
+    result = cli("run", "diamond", settings=e2e_settings)
+    assert result.returncode == 0, result.stdout + result.stderr
+    execution_id = re.search(r"submitted: (exec_\w+)", result.stdout).group(1)
+    assert "completed" in result.stdout and "cost $" in result.stdout
+    again = cli("cancel", execution_id, settings=e2e_settings)
+    assert again.returncode == 1 and "already completed" in again.stderr
+    assert len(again.stderr.strip().splitlines()) == 1
