@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from orchestrator import events, migrations  # noqa: E402
+from orchestrator.api.stream_hub import CLIENT_NAME  # noqa: E402
 from orchestrator.auth import Scope, create_key  # noqa: E402
 from orchestrator.db import PipelineExecution  # noqa: E402
 from orchestrator.runtime import Runtime  # noqa: E402
@@ -147,7 +148,11 @@ def measure(runtime: Runtime, port: int, key: str, api_pid: int, n: int, interva
         assert client.stdout is not None and client.stdout.readline().strip() == "ready"
     time.sleep(0.5)  # every stream is registered with the hub
     connections = redis_sockets(api_pid)
-    listed = [c for c in runtime.redis.client_list() if c.get("name") == "orchestrator-sse-hub"]
+    listed = [
+        c
+        for c in runtime.redis.client_list()
+        if c.get("name") == CLIENT_NAME and c.get("db") == str(REDIS_DB)
+    ]
     cpu_before = cpu_seconds(api_pid)
     for i in range(EVENTS):
         events.publish(
@@ -241,7 +246,8 @@ def main() -> None:
         f"  Redis connections of the API process with 1,000 streams open: "
         f"{max(r['connections'] for r in every if r['expected'] > EVENTS + 1)} "
         f"(with 1: {max(r['connections'] for r in every if r['expected'] == EVENTS + 1)}); "
-        f"SSE hub connections in CLIENT LIST: {max(r['hub_clients'] for r in every)}"
+        f"SSE hub connections on the bench's Redis DB in CLIENT LIST: "
+        f"{max(r['hub_clients'] for r in every)}"
     )
     text = "\n".join(lines) + "\n"
     (ROOT / "bench" / "results").mkdir(exist_ok=True)

@@ -9,6 +9,7 @@ shared prelude); this class only builds their arguments and reads the pool for
 from __future__ import annotations
 
 import json
+import struct
 from dataclasses import dataclass, field
 from importlib import resources as package_files
 from typing import Any, Literal
@@ -22,6 +23,8 @@ from orchestrator.core.resources import ResourcePool
 #: Priority band of the pending queue's score (``reserve.lua``: band * 10**13 + arrival ms).
 PRIORITY_RANK = {Priority.HIGH: 0, Priority.NORMAL: 1, Priority.LOW: 2}
 NO_LIMITS = (0, 0, 0)
+#: A resource's quota state in Redis: seven little-endian doubles (see common.lua).
+STATE = struct.Struct("<7d")
 SCRIPTS = ("reserve", "release", "admit", "renew", "settle", "slot", "rate", "cooldown")
 
 
@@ -158,7 +161,11 @@ class Admission:
             return True
         return bool(self._scripts["slot"](args=args))
 
-    renew_slot = acquire_slot  # taking a slot one already holds extends its lease
+    def renew_slot(self, worker_type: str, holder: str) -> bool:
+        """Extend a slot ``holder`` still holds; a released one (its run was cancelled or
+        finished) is not taken again, so a late renewal cannot leak a slot."""
+        args = [self.prefix, worker_type, holder, 0, self.lease_ttl_ms]  # max 0: never take
+        return bool(self._scripts["slot"](args=args))
 
     def release_slot(self, worker_type: str, holder: str, *, client: Any = None) -> list[str]:
         (client or self.redis).zrem(f"{self.prefix}slots:{worker_type}", holder)
@@ -192,10 +199,13 @@ class Admission:
         now = seconds * 1000 + micros // 1000
         day, month = quota.day_window(now), quota.month_window(now)
         p = self.prefix
-        # The quota state hash (see common.lua): resource -> "d du m mu held cool tat".
+        # The quota state hash (see common.lua): resource -> d du m mu held cool tat, packed.
+        listed = list(self.pool.resources)
+        values = self.redis.hmget(f"{p}q", listed) if listed else []
         state = {
-            _text(k): [float(x) for x in _text(v).split()]
-            for k, v in self.redis.hgetall(f"{p}q").items()
+            name: list(STATE.unpack(value))
+            for name, value in zip(listed, values, strict=True)
+            if value and len(value) == STATE.size
         }
         resources: dict[str, Any] = {}
         for name, limit in self.pool.resources.items():

@@ -5,12 +5,15 @@
 -- which keys a run touches depends on its needs; this product runs on one Redis, not a cluster.
 --
 -- Quota state lives in ONE hash, P..'q', read with one HMGET and written with one HSET
--- whatever a run needs: field <resource> = 'd du m mu held cool tat', where du counts
+-- whatever a run needs: field <resource> = seven little-endian doubles (struct '<ddddddd',
+-- no number formatting or parsing on the hot path) d du m mu held cool tat, where du counts
 -- (used + held) units in UTC day d (epoch days), mu in month m (year * 12 + month - 1) --
 -- a counter of an older window is simply stale, so nothing expires --, held is what live
 -- leases reserve, cool a cooldown deadline and tat the rate's GCRA timestamp (epoch ms).
--- Field '#pending' mirrors ZCARD of the pending queue. A run's lease is the hash
--- P..'lease:'..run (its windows and units) plus its deadline in the zset P..'leases'.
+-- Field '#pending' mirrors ZCARD of the pending queue. A run's lease is field '@'..run of the
+-- same hash, 'day month resource units ...' (the windows its units were counted in), plus
+-- its deadline in the zset P..'leases': admitting a run writes the counters and the lease
+-- in one HSET.
 local P = ARGV[1]
 local Q = P .. 'q'
 local PENDING = '#pending'
@@ -36,12 +39,20 @@ local function day_month(now)
   return day, y * 12 + m - 1
 end
 
--- A resource's state from its packed field (nil: nothing counted yet).
+-- A resource's state from its packed field (nil, or not 56 bytes: nothing counted yet).
 local function unpack_state(v)
-  if not v then return {d = 0, du = 0, m = 0, mu = 0, held = 0, cool = 0, tat = 0} end
-  local d, du, m, mu, held, cool, tat = string.match(v, '(%S+) (%S+) (%S+) (%S+) (%S+) (%S+) (%S+)')
-  return {d = tonumber(d), du = tonumber(du), m = tonumber(m), mu = tonumber(mu),
-    held = tonumber(held), cool = tonumber(cool), tat = tonumber(tat)}
+  if not v or #v ~= 56 then return {d = 0, du = 0, m = 0, mu = 0, held = 0, cool = 0, tat = 0} end
+  local d, du, m, mu, held, cool, tat = struct.unpack('<ddddddd', v)
+  return {d = d, du = du, m = m, mu = mu, held = held, cool = cool, tat = tat}
+end
+
+-- The month of `day` as the state already knows it (a resource counted today carries this
+-- month), so the common path skips the calendar arithmetic; nil if no resource does.
+local function known_month(st, day)
+  for _, s in pairs(st) do
+    if s.d == day and s.m > 0 then return s.m end
+  end
+  return nil
 end
 
 -- The state of resources `names` and the number of waiting runs, in one HMGET.
@@ -52,14 +63,13 @@ local function load(names)
   return st, tonumber(v[1]) or 0
 end
 
--- Write back the state of every resource in `st`, in one HSET. 15 significant digits: exact
--- for whole units, and sums of decimal quantities do not drift (0.1 + 0.2 is stored as 0.3).
-local function save(st)
-  local args = {}
+-- Write back the state of every resource in `st` (and the field/value pairs in `extra`), in
+-- one HSET.
+local function save(st, extra)
+  local args = extra or {}
   for res, s in pairs(st) do
     args[#args + 1] = res
-    args[#args + 1] = string.format('%.15g %.15g %.15g %.15g %.15g %.15g %.15g',
-      s.d, s.du, s.m, s.mu, s.held, s.cool, s.tat)
+    args[#args + 1] = struct.pack('<ddddddd', s.d, s.du, s.m, s.mu, s.held, s.cool, s.tat)
   end
   if #args > 0 then redis.call('HSET', Q, unpack(args)) end
 end
@@ -83,20 +93,19 @@ local function fits(needs, st, day, month, now)
   return true
 end
 
--- Count `needs` in `st` (and save it) and write the run's lease hash; the caller puts the
+-- Count `needs` in `st` and write it with the run's lease (one HSET); the caller puts the
 -- run in the leases zset.
 local function take(run, needs, st, day, month)
-  local fields = {'_day', day, '_month', month}
+  local lease = {day, month}
   for _, n in ipairs(needs) do
     local res, q = n[1], n[2]
     if q > 0 then
       local s = st[res]
       count(s, day, month, q)
       s.held = s.held + q
-      fields[#fields + 1] = res
-      fields[#fields + 1] = string.format('%.15g', q)
+      lease[#lease + 1] = res
+      lease[#lease + 1] = string.format('%.15g', q)
     end
   end
-  save(st)
-  redis.call('HSET', P .. 'lease:' .. run, unpack(fields))
+  save(st, {'@' .. run, table.concat(lease, ' ')})
 end

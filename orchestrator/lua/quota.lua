@@ -21,25 +21,41 @@ end
 
 local function pending_changed() redis.call('HSET', Q, PENDING, redis.call('ZCARD', P .. 'pending')) end
 
+-- A lease field's windows and units: day, month, {resource = units}.
+local function read_lease(v)
+  local parts = {}
+  for word in string.gmatch(v or '', '%S+') do parts[#parts + 1] = word end
+  local held = {}
+  for i = 3, #parts, 2 do held[parts[i]] = tonumber(parts[i + 1]) end
+  return num(parts[1]), num(parts[2]), held
+end
+
+local function lease_text(day, month, held)
+  local parts = {string.format('%.0f', day), string.format('%.0f', month)}
+  for res, q in pairs(held) do
+    parts[#parts + 1] = res
+    parts[#parts + 1] = string.format('%.15g', q)
+  end
+  return table.concat(parts, ' ')
+end
+
 -- Give back everything a run's lease still holds, to the windows it was counted in.
 local function give_back(run)
-  local lease = P .. 'lease:' .. run
-  local fields = redis.call('HGETALL', lease)
-  local day, month, names, held = 0, 0, {}, {}
-  for i = 1, #fields, 2 do
-    local k, v = fields[i], fields[i + 1]
-    if k == '_day' then day = num(v) elseif k == '_month' then month = num(v)
-    elseif num(v) ~= 0 then names[#names + 1] = k; held[k] = num(v) end
+  local field = '@' .. run
+  local day, month, held = read_lease(redis.call('HGET', Q, field))
+  local names = {}
+  for res, q in pairs(held) do
+    if q ~= 0 then names[#names + 1] = res end
   end
   if #names > 0 then
     local st = load(names)
-    for res, q in pairs(held) do
-      count(st[res], day, month, -q)
-      st[res].held = st[res].held - q
+    for _, res in ipairs(names) do
+      count(st[res], day, month, -held[res])
+      st[res].held = st[res].held - held[res]
     end
     save(st)
   end
-  redis.call('DEL', lease)
+  redis.call('HDEL', Q, field)
   redis.call('ZREM', P .. 'leases', run)
 end
 

@@ -1,8 +1,8 @@
 -- Admit a whole run, all or nothing. ARGV = prefix, run, ttl_ms, priority rank (0 high,
 -- 1 normal, 2 low), wait ('1'/'0'), then per resource: name, quantity, daily, monthly, rate
 -- (limits of 0 mean none). Returns 1 when admitted, else {status, reasons_json, retry_ms}.
--- The common path is five commands whatever the run needs: TIME, ZADD NX (the lease's
--- deadline), one HMGET and one HSET of the quota state, one HSET of the lease.
+-- The common path is four commands whatever the run needs: TIME, ZADD NX (the lease's
+-- deadline), one HMGET and one HSET of the quota state (the lease included).
 local run, ttl, rank, wait = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
 local needs, names = {}, {}
 for i = 6, #ARGV, 5 do
@@ -19,8 +19,10 @@ if redis.call('ZADD', leases, 'NX', now + ttl, run) == 0 then
   if tonumber(redis.call('ZSCORE', leases, run)) > now then return 1 end
   lapsed = true
 end
-local day, month = day_month(now)
 local st, waiting = load(names)
+local day = math.floor(now / 86400000)
+local month = known_month(st, day)
+if not month then day, month = day_month(now) end
 if not lapsed and waiting == 0 and fits(needs, st, day, month, now) then
   take(run, needs, st, day, month)
   return 1

@@ -6,19 +6,22 @@ local reserved, actual = tonumber(ARGV[5]), tonumber(ARGV[6])
 local marker = P .. 'settled:' .. run .. ':' .. stage .. ':' .. res
 if not redis.call('SET', marker, 1, 'NX', 'EX', 7 * 86400) then return 'dup' end
 local now = now_ms()
-local lease = P .. 'lease:' .. run
-local held, lday, lmonth = unpack(redis.call('HMGET', lease, res, '_day', '_month'))
-local released = math.min(reserved, num(held))
+local field = '@' .. run
+local raw = redis.call('HGET', Q, field)
+local lday, lmonth, held = read_lease(raw)
+local released = math.min(reserved, held[res] or 0)
 local st = load({res})
 local s = st[res]
+local extra = {}
 if released > 0 then
-  redis.call('HSET', lease, res, string.format('%.15g', num(held) - released))
+  held[res] = held[res] - released
+  extra = {field, lease_text(lday, lmonth, held)}
   s.held = s.held - released
-  count(s, num(lday), num(lmonth), -released)
+  count(s, lday, lmonth, -released)
 end
 if actual > 0 then
   local day, month = day_month(now)
   count(s, day, month, actual)
 end
-save(st)
+save(st, extra)
 return tostring(released - actual)

@@ -24,14 +24,13 @@ from typing import Any
 import pytest
 import redis
 from celery import Celery
-from kombu import pools
 from sqlalchemy import func, select
 
 from orchestrator import coordinator, events, recovery, template_registry
 from orchestrator.celery_app import create_celery_app
 from orchestrator.constants import COORDINATOR_QUEUE, REDIS_PREFIX, ExecutionStatus
 from orchestrator.db import Database, PipelineExecution, ResourceUsage, StageExecution
-from orchestrator.errors import DependencyUnavailable, OrchestratorError
+from orchestrator.errors import OrchestratorError
 from orchestrator.run_state import RunState
 from orchestrator.runtime import Runtime
 from orchestrator.settings import Settings
@@ -95,8 +94,11 @@ class RedisServer:
         self.directory.mkdir(parents=True, exist_ok=True)
         log = (self.directory / "redis.log").open("ab")
         self.process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
-            + ["--appendonly", "no", "--daemonize", "no", "--dir", str(self.directory)],
+            [
+                *("redis-server", "--port", str(self.port), "--bind", "127.0.0.1"),
+                *("--save", "", "--appendonly", "no", "--daemonize", "no"),
+                *("--dir", str(self.directory)),
+            ],
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -219,6 +221,13 @@ class Stack:
         """SIGKILL the worker's whole process group (main process and pool children)."""
         self.fleet.kill(queue)
 
+    def reconnect(self) -> None:
+        """A fresh app and runtime: Celery's pooled broker connections do not all survive a
+        Redis restart in the test process (the workers reconnect on their own)."""
+        self.runtime.close()
+        self.app = create_celery_app(self.settings)
+        self.runtime = Runtime(self.settings, self.app)
+
     def revive(self) -> list[str]:
         """Restart workers that exited, as a process manager (compose's restart policy) does."""
         dead = [q for q, p in self.fleet.processes.items() if p.poll() is not None]
@@ -235,8 +244,7 @@ class Stack:
                 wait_ready(self.app, self.fleet, timeout_s=120)
                 return
             except OUTAGE_ERRORS:  # pooled broker connections from before a Redis restart
-                pools.reset()
-                self.app._pool = None  # the next use builds a fresh pool
+                self.reconnect()
                 if attempt == 2:
                     raise
 
@@ -271,7 +279,9 @@ class Stack:
             except OUTAGE_ERRORS:
                 pass  # a service this test stopped is coming back
             time.sleep(0.2)
-        raise TimeoutError(f"{execution_id} not finished in {timeout_s} s: {self.live(execution_id)}")
+        raise TimeoutError(
+            f"{execution_id} not finished in {timeout_s} s: {self.live(execution_id)}"
+        )
 
     def wait_running(
         self, execution_id: str, stage: str, *, after_s: float = 0.5, timeout_s: float = 120
@@ -282,9 +292,9 @@ class Stack:
         while time.monotonic() < deadline:
             try:
                 record = self.live(execution_id).get(stage, {})
-                if record.get("status") == "running" and record.get("started_at"):
-                    if time.time() * 1000 - record["started_at"] >= after_s * 1000:
-                        return
+                started = record.get("started_at") if record.get("status") == "running" else None
+                if started and time.time() * 1000 - started >= after_s * 1000:
+                    return
                 if time.monotonic() >= next_pass:
                     self.revive()
                     recovery.reconcile(self.runtime)
@@ -386,7 +396,7 @@ def stack(
         worker_modules=("workers.testing",),  # the test types only: nothing else to load
     )
     fleet = WorkerFleet(log_dir=base / "logs")
-    runtime: Runtime | None = None
+    built: Stack | None = None
     try:
         s3.start(lambda: ObjectStore(ours).ping())
         app = create_celery_app(ours)
@@ -401,8 +411,8 @@ def stack(
         yield built
     finally:
         fleet.stop()
-        if runtime is not None:
-            runtime.close()
+        if built is not None:
+            built.runtime.close()
         s3.stop()
         redis_server.stop()
 

@@ -31,8 +31,14 @@ def failed_run(stack: Stack) -> tuple[str, dict[str, Any]]:
 
 
 def checkpoint(row: Any) -> tuple[Any, ...]:
-    return (row.status, row.attempts, row.task_id, row.started_at, row.completed_at,
-            row.data_reference)
+    return (
+        row.status,
+        row.attempts,
+        row.task_id,
+        row.started_at,
+        row.completed_at,
+        row.data_reference,
+    )
 
 
 def check_resumed(stack: Stack, execution_id: str, before: dict[str, Any], total: int) -> None:

@@ -57,6 +57,11 @@ def wait_broker_idle(stack: Stack, timeout_s: float = 60) -> None:
     raise TimeoutError("the broker never went idle")
 
 
+def rows_of(stack: Stack, execution_id: str) -> dict[str, tuple[object, ...]]:
+    rows = stack.stages(execution_id).items()
+    return {s: (r.status, r.attempts, r.task_id, r.started_at, r.completed_at) for s, r in rows}
+
+
 def check_completed_once(stack: Stack, execution_id: str, resumes: int) -> None:
     execution = stack.wait(execution_id)
     assert execution.status == ExecutionStatus.COMPLETED, execution.error
@@ -99,11 +104,10 @@ def test_five_kills_in_two_runs_complete_without_leaks_or_double_charges(fresh: 
     check_completed_once(stack, second, resumes=2)
 
     # Run 1's killed messages come back after the fact (the visibility timeout passed).
-    rows_before = {s: (r.attempts, r.started_at, r.completed_at) for s, r in stack.stages(first).items()}
+    rows_before = rows_of(stack, first)
     redeliver(stack, list(killed))
     wait_broker_idle(stack)
-    rows_after = {s: (r.attempts, r.started_at, r.completed_at) for s, r in stack.stages(first).items()}
-    assert rows_after == rows_before
+    assert rows_of(stack, first) == rows_before
     assert stack.usage_rows_per_stage(first) == {f"{first}.{s}": 1 for s in STAGES}
     stack.assert_nothing_held()
     assert stack.usage_totals() == {"openai_api": pytest.approx(2 * len(STAGES) * TOKENS)}
