@@ -69,7 +69,7 @@ def workers(settings: Settings, concurrency: int) -> None:
     from orchestrator.embedded_s3 import ensure_running
     from orchestrator.health import require
     from orchestrator.sdk import load_worker_modules
-    from orchestrator.supervisor import deployed_queues, start_fleet
+    from orchestrator.supervisor import deployed_queues, start_fleet, start_worker
 
     require(settings, ("redis", "broker"))
     store = ensure_running(settings)  # the zero-setup object store, when none is configured
@@ -79,9 +79,21 @@ def workers(settings: Settings, concurrency: int) -> None:
     click.echo(f"workers up: {', '.join(fleet.processes)} (logs in {fleet.log_dir}); Ctrl-C stops")
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stops like Ctrl-C
     try:
-        while all(p.poll() is None for p in fleet.processes.values()):
+        while True:  # a worker that dies comes back, as compose's restart policy would do
             time.sleep(1)
-        click.secho("a worker exited; stopping the others", fg="red", err=True)
+            for queue, process in list(fleet.processes.items()):
+                if process.poll() is not None:
+                    click.secho(
+                        f"worker {queue} exited with {process.returncode}; restarting it",
+                        fg="yellow",
+                        err=True,
+                    )
+                    start_worker(
+                        fleet,
+                        settings,
+                        queue,
+                        concurrency=2 if queue == "coordinator" else concurrency,
+                    )
     except KeyboardInterrupt:
         pass
     finally:
