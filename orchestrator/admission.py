@@ -22,10 +22,9 @@ from orchestrator.core.resources import ResourcePool
 
 #: Priority band of the pending queue's score (``reserve.lua``: band * 10**13 + arrival ms).
 PRIORITY_RANK = {Priority.HIGH: 0, Priority.NORMAL: 1, Priority.LOW: 2}
-NO_LIMITS = (0, 0, 0)
 #: A resource's quota state in Redis: seven little-endian doubles (see common.lua).
 STATE = struct.Struct("<7d")
-SCRIPTS = ("reserve", "release", "admit", "renew", "settle", "slot", "rate", "cooldown")
+SCRIPTS = ("release", "admit", "renew", "settle", "slot", "rate", "cooldown")
 
 
 @dataclass(frozen=True)
@@ -43,15 +42,34 @@ class Decision:
     retry_after_s: float | None = None
 
 
-def _script(name: str) -> str:
-    """common.lua, then the script with quota.lua before it (or where it says ``-- @quota``:
-    reserve.lua builds those helpers only off its common path)."""
+#: The common answer, shared (a Decision is read, never changed).
+ADMITTED = Decision("admitted")
+
+
+def _script(name: str, header: str = "") -> str:
+    """common.lua, ``header``, then the script with quota.lua before it (or where it says
+    ``-- @quota``: reserve.lua builds those helpers only off its common path)."""
     lua = package_files.files("orchestrator") / "lua"
     common, quota_helpers = (lua / "common.lua").read_text(), (lua / "quota.lua").read_text()
-    body = (lua / f"{name}.lua").read_text()
+    body = header + (lua / f"{name}.lua").read_text()
     if "-- @quota\n" in body:
         return common + "\n" + body.replace("-- @quota\n", quota_helpers)
     return common + "\n" + quota_helpers + "\n" + body
+
+
+def _lua_string(text: str) -> str:
+    return '"' + "".join(f"\\{byte}" for byte in text.encode()) + '"'
+
+
+def _reserve_header(pool: ResourcePool, ttl_ms: int) -> str:
+    """The pool's limits and the lease TTL as Lua, so a reservation sends only its needs."""
+    lines = [f"local TTL = {ttl_ms}", "local function limits_of(res)"]
+    for name, limit in pool.resources.items():
+        values = (limit.daily_limit, limit.monthly_limit, limit.rate_limit_per_minute)
+        numbers = ", ".join(repr(float(v or 0)) for v in values)
+        lines.append(f"  if res == {_lua_string(name)} then return {numbers} end")
+    lines += ["  return 0, 0, 0", "end", ""]
+    return "\n".join(lines)
 
 
 def _text(value: Any) -> str:
@@ -78,18 +96,11 @@ class Admission:
                 for name, limit in pool.resources.items()
             }
         )
-        # Per resource, the limits ``reserve.lua`` reads positionally (0 means none): the hot
-        # path sends flat ARGV, with nothing to encode here or to decode in the script.
-        self._limit_args = {
-            name: (
-                limit.daily_limit or 0,
-                limit.monthly_limit or 0,
-                limit.rate_limit_per_minute or 0,
-            )
-            for name, limit in pool.resources.items()
-        }
         self._scripts = {name: client.register_script(_script(name)) for name in SCRIPTS}
-        self._reserve = self._scripts["reserve"]
+        # reserve.lua compiled for this pool and TTL: a reservation sends only its needs.
+        self._reserve = client.register_script(
+            _script("reserve", _reserve_header(pool, self.lease_ttl_ms))
+        )
 
     # -- runs ----------------------------------------------------------------------------
 
@@ -104,18 +115,12 @@ class Admission:
         ]
         if never:
             return Decision("refused", never)
-        args: list[Any] = [
-            self.prefix,
-            run_id,
-            self.lease_ttl_ms,
-            PRIORITY_RANK[priority],
-            "1" if wait else "0",
-        ]
-        for resource, quantity in needs.quotas.items():
-            args += (resource, quantity, *self._limit_args.get(resource, NO_LIMITS))
+        args: list[Any] = [self.prefix, run_id, PRIORITY_RANK[priority], "1" if wait else "0"]
+        for pair in needs.quotas.items():
+            args += pair
         result = self._reserve(args=args)
         if result == 1:
-            return Decision("admitted")
+            return ADMITTED
         status, reasons, retry_ms = result
         retry = int(retry_ms) / 1000 if int(retry_ms) else None
         return Decision(_text(status), json.loads(_text(reasons)), retry)  # type: ignore[arg-type]

@@ -104,7 +104,7 @@ local function take(run, needs, st, day, month)
       count(s, day, month, q)
       s.held = s.held + q
       lease[#lease + 1] = res
-      lease[#lease + 1] = string.format('%.15g', q)
+      lease[#lease + 1] = n[6] or string.format('%.15g', q)  -- the caller's own text if given
     end
   end
   save(st, {'@' .. run, table.concat(lease, ' ')})

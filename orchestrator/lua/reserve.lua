@@ -1,13 +1,15 @@
--- Admit a whole run, all or nothing. ARGV = prefix, run, ttl_ms, priority rank (0 high,
--- 1 normal, 2 low), wait ('1'/'0'), then per resource: name, quantity, daily, monthly, rate
--- (limits of 0 mean none). Returns 1 when admitted, else {status, reasons_json, retry_ms}.
+-- Admit a whole run, all or nothing. ARGV = prefix, run, priority rank (0 high, 1 normal,
+-- 2 low), wait ('1'/'0'), then per resource: name, quantity. TTL (the lease, ms) and
+-- limits_of(resource) -> daily, monthly, rate (0: none) are compiled into the script by
+-- admission.py for its pool. Returns 1 when admitted, else {status, reasons_json, retry_ms}.
 -- The common path is four commands whatever the run needs: TIME, ZADD NX (the lease's
 -- deadline), one HMGET and one HSET of the quota state (the lease included).
-local run, ttl, rank, wait = ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4]), ARGV[5]
+local run, rank, wait, ttl = ARGV[2], tonumber(ARGV[3]), ARGV[4], TTL
 local needs, names = {}, {}
-for i = 6, #ARGV, 5 do
+for i = 5, #ARGV, 2 do
   local res = ARGV[i]
-  needs[#needs + 1] = {res, tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3]), tonumber(ARGV[i + 4])}
+  local daily, monthly, rate = limits_of(res)
+  needs[#needs + 1] = {res, tonumber(ARGV[i + 1]), daily, monthly, rate, ARGV[i + 1]}
   names[#names + 1] = res
 end
 local now = now_ms()
