@@ -59,12 +59,13 @@ def follow(
     *,
     after: str = "0-0",
     timeout_s: float | None = None,
-    block_ms: int = 5000,
+    block_ms: int = 2000,
 ) -> Iterator[tuple[str, dict[str, Any]]]:
     """Every event of the run from ``after`` on, blocking for new ones, until the final one.
 
     Raises ``TimeoutError`` if ``timeout_s`` passes first. XREAD BLOCK wakes on each new
-    entry: no polling interval to tune.
+    entry: no polling interval to tune. ``block_ms`` stays under redis-py's default socket
+    timeout (5 s), or an idle run would read as a dead connection.
     """
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     key = stream_key(execution_id)

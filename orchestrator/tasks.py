@@ -54,29 +54,30 @@ def register(app: Celery, settings: Settings, registry: Registry) -> None:
         return outcome.packet
 
     # max_retries=None: Celery's own cap (3 retries) must not cut the stage's policy short.
-    options = {"bind": True, "acks_late": True, "max_retries": None}
+    # shared=False: these closures belong to this app only, not to every app made later.
+    options = {"bind": True, "acks_late": True, "max_retries": None, "shared": False}
     for worker_type in registry.names():
         app.task(name=STAGE_TASK_PREFIX + worker_type, **options)(stage)
 
-    @app.task(name="coordinator.start")
+    @app.task(shared=False, name="coordinator.start")
     def start(execution_id: str) -> str:
         return coordinator.start(runtime, execution_id)
 
-    @app.task(name="coordinator.launch")
+    @app.task(shared=False, name="coordinator.launch")
     def launch(execution_id: str) -> None:
         coordinator.launch(runtime, execution_id)
 
-    @app.task(name="coordinator.finish")
+    @app.task(shared=False, name="coordinator.finish")
     def finish(upstream: Any = None, *, execution_id: str, launch: str | None = None) -> str:
         return coordinator.finish(runtime, execution_id, launch=launch)
 
-    @app.task(name="coordinator.reconcile", ignore_result=True)
+    @app.task(shared=False, name="coordinator.reconcile", ignore_result=True)
     def reconcile() -> dict[str, int]:
         from orchestrator.recovery import reconcile as reconcile_runs
 
         return reconcile_runs(runtime)
 
-    @app.task(name="coordinator.refresh_worker_health", ignore_result=True)
+    @app.task(shared=False, name="coordinator.refresh_worker_health", ignore_result=True)
     def refresh_worker_health() -> None:
         from orchestrator.worker_registry import refresh
 

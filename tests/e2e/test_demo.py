@@ -8,17 +8,24 @@ import subprocess
 import sys
 from pathlib import Path
 
+import redis
+
 from orchestrator.settings import Settings
 from tests.conftest import ROOT
+
+#: The demo gets a Redis DB of its own: the suite's worker fleet listens on the suite's DB.
+DEMO_REDIS_DB = int(os.environ.get("ORCH_TEST_DEMO_REDIS_DB", "14"))
 
 
 def test_demo_runs_the_market_research_pipeline_and_saves_the_report(
     e2e_settings: Settings, tmp_path: Path
 ) -> None:
+    redis_url = e2e_settings.redis_url.rsplit("/", 1)[0] + f"/{DEMO_REDIS_DB}"
+    redis.Redis.from_url(redis_url).flushdb()
     env = {k: v for k, v in os.environ.items() if not k.startswith("ORCH_")}
     env.update(
         ORCH_DATA_DIR=str(tmp_path),  # its own SQLite file, as a fresh clone has
-        ORCH_REDIS_URL=e2e_settings.redis_url,
+        ORCH_REDIS_URL=redis_url,
         ORCH_S3_BUCKET=e2e_settings.s3_bucket,
         COLUMNS="120",
     )
