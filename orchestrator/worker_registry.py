@@ -35,8 +35,12 @@ def refresh(runtime: Runtime, *, ping: bool = False) -> None:
             )
         }
         for kind in runtime.registry:
-            described = kind.describe()
             row = session.get(WorkerRegistry, kind.name)
+            if kind.internal:  # test and benchmark types are not deployed: not in the registry
+                if row is not None and row.origin == "internal":
+                    session.delete(row)
+                continue
+            described = kind.describe()
             if row is None:
                 row = WorkerRegistry(worker_name=kind.name, origin="internal")
                 session.add(row)

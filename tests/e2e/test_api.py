@@ -191,7 +191,9 @@ def test_templates_registry(api_server: Api) -> None:
 
 def test_workers_registry_and_external_workers(api_server: Api) -> None:
     workers = api_server.call("GET", "/workers", key="monitor").json()["workers"]
-    assert {"echo", "sum", "sleep"} <= {w["worker_name"] for w in workers}
+    names = {w["worker_name"] for w in workers}
+    assert {"topic_researcher", "feed_fetcher", "report_builder"} <= names
+    assert not names & {"echo", "sum", "sleep"}  # test-only types are not deployed
     me = {"X-Worker-ID": "external_summariser"}
     registered = api_server.call(
         "POST",
