@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from queue import Empty
@@ -169,9 +168,7 @@ def progress(path: ExecutionPath) -> Response:
                     continue
                 if item is None:
                     return
-                event_id, event = item
-                kind = "final" if event.get("type") == "final" else "progress"
-                yield f"id: {event_id}\nevent: {kind}\ndata: {json.dumps(event)}\n\n"
+                yield item
         finally:
             hub.unsubscribe(subscription)
 

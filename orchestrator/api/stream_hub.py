@@ -1,7 +1,8 @@
 """One Redis reader per API process fans each run's events out to every SSE subscriber.
 
 Subscribers never touch Redis: they register a cursor (their ``Last-Event-ID``) and get a
-queue. The hub's single loop XREADs every watched stream from the lowest cursor it needs,
+queue of ready-made SSE frames (each event is rendered once, whatever the number of
+readers). The hub's single loop XREADs every watched stream from the lowest cursor it needs,
 so a reconnecting client is replayed what it missed by the same read that serves the rest.
 """
 
@@ -26,6 +27,11 @@ BLOCK_MS = 200
 CLIENT_NAME = "orchestrator-sse-hub"
 
 
+def sse_frame(event_id: str, kind: str, data: str) -> str:
+    """One Server-Sent Event; ``data`` is the event's JSON exactly as it was published."""
+    return f"id: {event_id}\nevent: {kind}\ndata: {data}\n\n"
+
+
 def _id_tuple(entry_id: str) -> tuple[int, int]:
     ms, _, seq = entry_id.partition("-")
     return int(ms), int(seq or 0)
@@ -37,9 +43,7 @@ class Subscription:
     cursor: str
     # SimpleQueue, looked up per subscription: under gevent it is the patched, cooperative
     # one, and a put (1,000 per event at 1,000 subscribers) costs about half a Queue's.
-    queue: queue.SimpleQueue[tuple[str, dict[str, Any]] | None] = field(
-        default_factory=lambda: queue.SimpleQueue()
-    )
+    queue: queue.SimpleQueue[str | None] = field(default_factory=lambda: queue.SimpleQueue())
     #: ``cursor`` parsed once: the hub compares it with every entry for every subscriber.
     position: tuple[int, int] = (0, 0)
 
@@ -112,11 +116,13 @@ class StreamHub:
         for raw_id, fields in entries:
             entry_id = raw_id.decode() if isinstance(raw_id, bytes) else raw_id
             position = _id_tuple(entry_id)
-            event = json.loads(fields[b"data"] if b"data" in fields else fields["data"])
-            final = event.get("type") == FINAL
+            data = fields[b"data"] if b"data" in fields else fields["data"]
+            data = data.decode() if isinstance(data, bytes) else data
+            final = json.loads(data).get("type") == FINAL
+            frame = sse_frame(entry_id, "final" if final else "progress", data)
             for sub in subs:
                 if position > sub.position:
                     sub.cursor, sub.position = entry_id, position
-                    sub.queue.put((entry_id, event))
+                    sub.queue.put(frame)
                     if final:
                         sub.queue.put(None)
