@@ -149,8 +149,10 @@ def reconcile(runtime: Runtime) -> dict[str, int]:
     - Renew the leases of runs that are alive.
     - A running execution whose live state is gone (Redis restarted) or whose running stages
       all lost their capacity lease (their worker died) is resumed from its checkpoints.
+    - A running execution whose every stage ended long ago lost its ``finish`` (the
+      coordinator died in it): it is finished now.
     """
-    counts = {"admitted": 0, "renewed": 0, "resumed": 0, "failed": 0}
+    counts = {"admitted": 0, "renewed": 0, "resumed": 0, "failed": 0, "finished": 0}
     for admitted in runtime.admission.admit_pending():
         runtime.celery.send_task("coordinator.launch", kwargs={"execution_id": admitted})
         counts["admitted"] += 1
@@ -161,6 +163,14 @@ def reconcile(runtime: Runtime) -> dict[str, int]:
         ).all()
     for execution in running:
         execution_id = execution.execution_id
+        if state.exists(execution_id) and _unfinished(runtime, state, execution_id):
+            log.warning(
+                "execution %s ran every stage but was never finished; finishing", execution_id
+            )
+            state.drop_finish_claim(execution_id)
+            coordinator.finish(runtime, execution_id)
+            counts["finished"] += 1
+            continue
         if state.exists(execution_id) and not _lost_stages(runtime, state, execution_id):
             runtime.admission.renew(execution_id)
             counts["renewed"] += 1
@@ -220,6 +230,30 @@ def _lost_stages(runtime: Runtime, state: RunState, execution_id: str) -> list[s
             and record.get("retry_at", overdue) < overdue
         )
     ]
+
+
+#: Stage statuses after which a stage does nothing more.
+ENDED = {
+    StageStatus.COMPLETED,
+    StageStatus.CACHED,
+    StageStatus.SKIPPED,
+    StageStatus.FAILED,
+    StageStatus.CANCELLED,
+}
+
+
+def _unfinished(runtime: Runtime, state: RunState, execution_id: str) -> bool:
+    """Every planned stage ended (or the run halted with none in flight) more than two lease
+    periods ago, and still no ``finish``: the coordinator that was finishing it died."""
+    records = state.stages(execution_id)
+    if any(r.get("status") not in ENDED for r in records.values()):
+        return False
+    halted = state.meta(execution_id).get("status") in {"failing", "failed", "cancelled"}
+    if not halted and set(records) < set(state.plan(execution_id)):
+        return False  # stages still to come (their messages may be queued)
+    ended = [r.get("completed_at") or 0 for r in records.values()]
+    last = max(ended, default=0) or state.meta(execution_id).get("started_ms", 0)
+    return bool(last) and now_ms() - last > 2 * runtime.admission.lease_ttl_ms
 
 
 def _busy(runtime: Runtime, state: RunState, execution_id: str) -> bool:

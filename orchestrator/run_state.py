@@ -141,3 +141,7 @@ class RunState:
     def claim_finish(self, execution_id: str) -> bool:
         """True for exactly one caller: the one that gets to finish the run."""
         return bool(self.redis.hsetnx(_run(execution_id), "finishing", "1"))
+
+    def drop_finish_claim(self, execution_id: str) -> None:
+        """Let the run be finished again: its finisher died before it was done."""
+        self.redis.hdel(_run(execution_id), "finishing")
