@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from orchestrator import coordinator, template_registry
 from orchestrator.constants import ExecutionStatus, StageStatus, redis_key
@@ -24,8 +24,11 @@ from orchestrator.runtime import Runtime
 log = logging.getLogger(__name__)
 
 RESUMABLE = {ExecutionStatus.FAILED, ExecutionStatus.CANCELLED, ExecutionStatus.STOPPED}
-#: The reconciler resumes a run that lost its live state at most this many times.
+#: The reconciler resumes a run that lost its live state or workers at most this many times
+#: in a row without a stage completing in between (a run that makes progress goes on).
 MAX_AUTO_RESUMES = 3
+#: How long the reconciler remembers a run's automatic resumes.
+AUTO_RESUME_MEMORY_S = 7 * 24 * 3600
 
 
 def rerun_set(stages: list[Any], good: set[str]) -> list[str]:
@@ -181,12 +184,13 @@ def reconcile(runtime: Runtime) -> dict[str, int]:
         coordinator.persist(
             runtime, execution_id, state.stages(execution_id), state.packets(execution_id)
         )
-        if (execution.resume_count or 0) >= MAX_AUTO_RESUMES:
+        if not _may_auto_resume(runtime, execution_id):
             coordinator.finish(
                 runtime,
                 execution_id,
                 status=ExecutionStatus.FAILED,
-                error="lost its workers or live state too many times",
+                error=f"lost its workers or live state {MAX_AUTO_RESUMES} times in a row "
+                "without completing a stage",
             )
             counts["failed"] += 1
             continue
@@ -207,6 +211,29 @@ def reconcile(runtime: Runtime) -> dict[str, int]:
             )
             counts["failed"] += 1
     return counts
+
+
+def _may_auto_resume(runtime: Runtime, execution_id: str) -> bool:
+    """Count one more automatic resume; False once MAX_AUTO_RESUMES came without progress."""
+    with runtime.db.session() as session:
+        done = session.scalar(
+            select(func.count())
+            .select_from(StageExecution)
+            .where(
+                StageExecution.execution_id == execution_id,
+                StageExecution.status.in_([StageStatus.COMPLETED, StageStatus.CACHED]),
+            )
+        )
+    key = redis_key("autoresume", execution_id)
+    seen = runtime.redis.hgetall(key)
+    stalled = int(seen.get(b"stalled", 0))
+    if int(seen.get(b"checkpoints", -1)) < (done or 0):
+        stalled = 0  # stages completed since the last resume: the run is getting somewhere
+    if stalled >= MAX_AUTO_RESUMES:
+        return False
+    runtime.redis.hset(key, mapping={"checkpoints": done or 0, "stalled": stalled + 1})
+    runtime.redis.expire(key, AUTO_RESUME_MEMORY_S)
+    return True
 
 
 def _slot_alive(runtime: Runtime, worker: str, holder: str) -> bool:
