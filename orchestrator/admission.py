@@ -9,6 +9,7 @@ shared prelude); this class only builds their arguments and reads the pool for
 from __future__ import annotations
 
 import json
+import re
 import struct
 from dataclasses import dataclass, field
 from importlib import resources as package_files
@@ -46,30 +47,40 @@ class Decision:
 ADMITTED = Decision("admitted")
 
 
-def _script(name: str, header: str = "") -> str:
-    """common.lua, ``header``, then the script with quota.lua before it (or where it says
-    ``-- @quota``: reserve.lua builds those helpers only off its common path)."""
+def _script(name: str, header: str = "", parts: dict[str, str] | None = None) -> str:
+    """``header``, then the script with common.lua and quota.lua before it, or where it says
+    (``-- @common``, ``-- @quota``: reserve.lua builds those helpers only off its fast path);
+    ``parts`` fills its other ``-- @<part>`` lines."""
     lua = package_files.files("orchestrator") / "lua"
-    common, quota_helpers = (lua / "common.lua").read_text(), (lua / "quota.lua").read_text()
-    body = header + (lua / f"{name}.lua").read_text()
-    if "-- @quota\n" in body:
-        return common + "\n" + body.replace("-- @quota\n", quota_helpers)
-    return common + "\n" + quota_helpers + "\n" + body
+    body = (lua / f"{name}.lua").read_text()
+    if "-- @common\n" not in body:
+        body = "-- @common\n-- @quota\n" + body
+    texts = {"common": (lua / "common.lua").read_text(), "quota": (lua / "quota.lua").read_text()}
+    texts.update(parts or {})
+    return header + re.sub(r"^[ \t]*-- @(\w+)\n", lambda m: texts[m[1]] + "\n", body, flags=re.M)
 
 
 def _lua_string(text: str) -> str:
     return '"' + "".join(f"\\{byte}" for byte in text.encode()) + '"'
 
 
-def _reserve_header(pool: ResourcePool, ttl_ms: int) -> str:
-    """The pool's limits and the lease TTL as Lua, so a reservation sends only its needs."""
-    lines = [f"local TTL = {ttl_ms}", "local function limits_of(res)"]
+def _reserve_script(pool: ResourcePool, ttl_ms: int) -> str:
+    """reserve.lua with the pool's limits and the lease TTL compiled in, so a reservation
+    sends only its needs: inline on its fast path (``-- @limits``: daily, monthly, rate of
+    ``res``), as ``limits_of(res)`` after common.lua (``-- @limits_of``)."""
+    chain, function = [], ["local function limits_of(res)"]
     for name, limit in pool.resources.items():
         values = (limit.daily_limit, limit.monthly_limit, limit.rate_limit_per_minute)
         numbers = ", ".join(repr(float(v or 0)) for v in values)
-        lines.append(f"  if res == {_lua_string(name)} then return {numbers} end")
-    lines += ["  return 0, 0, 0", "end", ""]
-    return "\n".join(lines)
+        test = f"if res == {_lua_string(name)} then"
+        chain.append(f"{'else' if chain else ''}{test} daily, monthly, rate = {numbers}")
+        function.append(f"  {test} return {numbers} end")
+    function += ["  return 0, 0, 0", "end"]
+    limits = ["local daily, monthly, rate = 0, 0, 0"]
+    if chain:
+        limits = ["local daily, monthly, rate", *chain, "else daily, monthly, rate = 0, 0, 0 end"]
+    parts = {"limits": "\n".join(limits), "limits_of": "\n".join(function)}
+    return _script("reserve", f"local TTL = {ttl_ms}\n", parts)
 
 
 def _text(value: Any) -> str:
@@ -98,9 +109,7 @@ class Admission:
         )
         self._scripts = {name: client.register_script(_script(name)) for name in SCRIPTS}
         # reserve.lua compiled for this pool and TTL: a reservation sends only its needs.
-        self._reserve = client.register_script(
-            _script("reserve", _reserve_header(pool, self.lease_ttl_ms))
-        )
+        self._reserve = client.register_script(_reserve_script(pool, self.lease_ttl_ms))
 
     # -- runs ----------------------------------------------------------------------------
 

@@ -1,6 +1,7 @@
--- Shared prelude of every admission script (prepended when the script is registered), kept
--- to what reserve.lua's common path needs: every `local function` here is a closure built
--- on each call. The rest lives in quota.lua, which reserve.lua pulls in after that path.
+-- Shared prelude of every admission script (prepended when the script is registered;
+-- reserve.lua takes it after its fast path, at `-- @common`), kept to what reserve.lua's
+-- common path needs: every `local function` here is a closure built on each call. The rest
+-- lives in quota.lua, which reserve.lua pulls in after that path.
 -- ARGV[1] is always the key prefix. Keys are built here rather than passed as KEYS because
 -- which keys a run touches depends on its needs; this product runs on one Redis, not a cluster.
 --

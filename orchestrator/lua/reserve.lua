@@ -1,10 +1,40 @@
 -- Admit a whole run, all or nothing. ARGV = prefix, run, priority rank (0 high, 1 normal,
--- 2 low), wait ('1'/'0'), then per resource: name, quantity. TTL (the lease, ms) and
--- limits_of(resource) -> daily, monthly, rate (0: none) are compiled into the script by
--- admission.py for its pool. Returns 1 when admitted, else {status, reasons_json, retry_ms}.
+-- 2 low), wait ('1'/'0'), then per resource: name, quantity. TTL (the lease, ms) is compiled
+-- in by admission.py for its pool, and so are the limits: `-- @limits` sets daily, monthly,
+-- rate (0: none) of `res`, and limits_of(resource) returns them. Returns 1 when admitted,
+-- else {status, reasons_json, retry_ms}.
 -- The common path is four commands whatever the run needs: TIME, ZADD NX (the lease's
--- deadline), one HMGET and one HSET of the quota state (the lease included).
-local run, rank, wait, ttl = ARGV[2], tonumber(ARGV[3]), ARGV[4], TTL
+-- deadline, doubling as the "already admitted" check), one HMGET and one HSET of the quota
+-- state (the lease included). Its most common case, a run of one resource counted today
+-- with no run waiting, is the fast path below: flat locals, no tables, no closures
+-- (common.lua's helpers are built after it, at `-- @common`). Any other case falls through
+-- to the general path with the same `now` and ZADD result, which decides it from scratch.
+local run = ARGV[2]
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local leases = ARGV[1] .. 'leases'
+local added = redis.call('ZADD', leases, 'NX', now + TTL, run)
+if added == 1 and #ARGV == 6 then
+  local res, q, key = ARGV[5], tonumber(ARGV[6]), ARGV[1] .. 'q'
+  local v = redis.call('HMGET', key, '#pending', res)
+  local s = v[2]
+  if q and q > 0 and s and #s == 56 and (not v[1] or tonumber(v[1]) == 0) then
+    local d, du, m, mu, held, cool, tat = struct.unpack('<ddddddd', s)
+    local day = math.floor(now / 86400000)
+    -- @limits
+    -- Counted today, so its month is the current one (see known_month); then fits().
+    if d == day and m > 0 and not (cool > now)
+      and not (daily > 0 and du + q > daily) and not (monthly > 0 and mu + q > monthly)
+      and not (rate > 0 and tat - now > 60000 - 60000 / rate) then
+      redis.call('HSET', key, res, struct.pack('<ddddddd', d, du + q, m, mu + q, held + q, cool, tat),
+        '@' .. run, day .. ' ' .. m .. ' ' .. res .. ' ' .. ARGV[6])
+      return 1
+    end
+  end
+end
+-- @common
+-- @limits_of
+local rank, wait, ttl = tonumber(ARGV[3]), ARGV[4], TTL
 local needs, names = {}, {}
 for i = 5, #ARGV, 2 do
   local res = ARGV[i]
@@ -12,12 +42,9 @@ for i = 5, #ARGV, 2 do
   needs[#needs + 1] = {res, tonumber(ARGV[i + 1]), daily, monthly, rate, ARGV[i + 1]}
   names[#names + 1] = res
 end
-local now = now_ms()
-local leases = P .. 'leases'
--- Taking the lease's place first doubles as the "already admitted" check (idempotent); a
--- lease of this run that lapsed is given back and taken anew.
+-- A lease of this run that lapsed is given back and taken anew.
 local lapsed = false
-if redis.call('ZADD', leases, 'NX', now + ttl, run) == 0 then
+if added == 0 then
   if tonumber(redis.call('ZSCORE', leases, run)) > now then return 1 end
   lapsed = true
 end
