@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -81,6 +84,20 @@ class Runner:
 @pytest.fixture
 def runner(runtime: Runtime, fleet: WorkerFleet) -> Runner:
     return Runner(runtime)
+
+
+def run_cli(*args: str, timeout_s: float = 180, **env: str) -> subprocess.CompletedProcess[str]:
+    """``orchestrator ARGS`` in a child process: only the given ``ORCH_*`` variables."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("ORCH_")}
+    environment.update(COLUMNS="160", **env)
+    return subprocess.run(
+        [sys.executable, "-m", "orchestrator.cli", *args],
+        cwd=ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+    )
 
 
 def free_port() -> int:

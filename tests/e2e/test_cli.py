@@ -2,30 +2,18 @@
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
-import sys
 
 from orchestrator.settings import Settings
-from tests.conftest import ROOT
-from tests.e2e.conftest import Api
+from tests.e2e.conftest import Api, run_cli
 
 
 def cli(*args: str, settings: Settings | None = None) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ORCH_")}
+    env = settings.to_env() if settings is not None else {}
     if settings is not None:
-        env.update(settings.to_env())
         env["ORCH_S3_ENDPOINT"] = settings.s3_endpoint
-    env["COLUMNS"] = "160"
-    return subprocess.run(
-        [sys.executable, "-m", "orchestrator.cli", *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
+    return run_cli(*args, **env)
 
 
 def test_run_through_the_api_follows_the_sse_stream_to_the_end(api_server: Api) -> None:
