@@ -16,7 +16,6 @@ import json
 import os
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -25,12 +24,12 @@ from celery import chain, chord, group
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.harness import bench_settings  # noqa: E402
 from orchestrator import coordinator, events, migrations, template_registry  # noqa: E402
 from orchestrator.canvas import finish_task_id  # noqa: E402
 from orchestrator.core.templates import parse_template  # noqa: E402
 from orchestrator.embedded_s3 import ensure_running  # noqa: E402
 from orchestrator.runtime import Runtime  # noqa: E402
-from orchestrator.settings import Settings  # noqa: E402
 from orchestrator.supervisor import start_fleet  # noqa: E402
 
 REDIS_DB = 10
@@ -103,16 +102,7 @@ def median_ms(samples: list[float]) -> float:
 
 
 def main() -> None:
-    data_dir = Path(tempfile.mkdtemp(prefix="orch-bench-"))
-    settings = Settings.from_env({}).with_overrides(
-        data_dir=data_dir,
-        database_url=f"sqlite:///{data_dir / 'bench.db'}",
-        redis_url=f"redis://127.0.0.1:6379/{REDIS_DB}",
-        broker_url=f"redis://127.0.0.1:6379/{REDIS_DB}",
-        s3_bucket="orch-bench",
-        templates_dir=ROOT / "templates",
-        resources_file=ROOT / "resources.yaml",
-    )
+    settings = bench_settings(REDIS_DB, "orch-bench-")
     s3 = ensure_running(settings.with_overrides(data_dir=ROOT / "var" / "bench-s3"))
     migrations.upgrade(settings)
     os.environ.update(settings.to_env())

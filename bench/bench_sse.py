@@ -17,7 +17,6 @@ import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -25,6 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.harness import bench_settings  # noqa: E402
 from orchestrator import events, migrations  # noqa: E402
 from orchestrator.api.stream_hub import CLIENT_NAME  # noqa: E402
 from orchestrator.auth import Scope, create_key  # noqa: E402
@@ -190,16 +190,7 @@ def measure(runtime: Runtime, port: int, key: str, api_pid: int, n: int, interva
 
 def main() -> None:
     limit = raise_file_limit()
-    data_dir = Path(tempfile.mkdtemp(prefix="orch-bench-sse-"))
-    settings = Settings.from_env({}).with_overrides(
-        data_dir=data_dir,
-        database_url=f"sqlite:///{data_dir / 'bench.db'}",
-        redis_url=f"redis://127.0.0.1:6379/{REDIS_DB}",
-        broker_url=f"redis://127.0.0.1:6379/{REDIS_DB}",
-        s3_bucket="orch-bench",
-        templates_dir=ROOT / "templates",
-        resources_file=ROOT / "resources.yaml",
-    )
+    settings = bench_settings(REDIS_DB, "orch-bench-sse-")
     migrations.upgrade(settings)
     runtime = Runtime(settings)
     runtime.redis.flushdb()
