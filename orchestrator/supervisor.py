@@ -60,8 +60,10 @@ def start_worker(
     pool: str = "prefork",
     extra_env: dict[str, str] | None = None,
     app_module: str = "orchestrator.celery_app",
+    beat: bool = False,
 ) -> None:
-    """Start (or restart) the worker process serving ``queue``."""
+    """Start (or restart) the worker process serving ``queue``; with ``beat``, it also runs
+    the beat schedule (reconciler, worker health) embedded, as ``celery worker -B`` does."""
     log_dir = fleet.log_dir or settings.data_dir / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith("ORCH_")}
@@ -88,6 +90,7 @@ def start_worker(
             "--without-mingle",
             "-l",
             "INFO",
+            *(["-B", "-s", str(settings.data_dir / "celerybeat-schedule")] if beat else []),
         ],
         env=env,
         stdout=log,
@@ -109,8 +112,10 @@ def start_fleet(
     concurrency: int = 1,
     timeout_s: float = 60.0,
     app_module: str = "orchestrator.celery_app",
+    beat: bool = False,
 ) -> WorkerFleet:
-    """One process per queue (all of the app's by default), returned once all answer a ping."""
+    """One process per queue (all of the app's by default), returned once all answer a ping;
+    with ``beat``, the coordinator's process also runs the beat schedule."""
     names = queues or [q.name for q in app.conf.task_queues]
     fleet = WorkerFleet(log_dir=settings.data_dir / "logs")
     for queue in names:
@@ -120,6 +125,7 @@ def start_fleet(
             queue,
             concurrency=2 if queue == COORDINATOR_QUEUE else concurrency,
             app_module=app_module,
+            beat=beat and queue == COORDINATOR_QUEUE,
         )
     try:
         wait_ready(app, fleet, timeout_s=timeout_s)

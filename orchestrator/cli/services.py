@@ -59,8 +59,14 @@ def beat(settings: Settings, loglevel: str) -> None:
 
 @click.command()
 @click.option("--concurrency", "-c", type=int, default=1, help="processes per worker type")
+@click.option(
+    "--beat/--no-beat",
+    default=True,
+    help="run the beat schedule (reconciler, worker health) in the coordinator's process; "
+    "--no-beat when `orchestrator beat` runs elsewhere",
+)
 @click.pass_obj
-def workers(settings: Settings, concurrency: int) -> None:
+def workers(settings: Settings, concurrency: int, beat: bool) -> None:
     """Run the coordinator and one worker process per worker type until Ctrl-C."""
     import signal
     import time
@@ -75,7 +81,8 @@ def workers(settings: Settings, concurrency: int) -> None:
     store = ensure_running(settings)  # the zero-setup object store, when none is configured
     app = create_celery_app(settings)
     queues = deployed_queues(load_worker_modules(settings.worker_modules))
-    fleet = start_fleet(settings, app, queues=queues, concurrency=concurrency)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    fleet = start_fleet(settings, app, queues=queues, concurrency=concurrency, beat=beat)
     click.echo(f"workers up: {', '.join(fleet.processes)} (logs in {fleet.log_dir}); Ctrl-C stops")
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stops like Ctrl-C
     try:
@@ -88,11 +95,13 @@ def workers(settings: Settings, concurrency: int) -> None:
                         fg="yellow",
                         err=True,
                     )
+                    coordinating = queue == "coordinator"
                     start_worker(
                         fleet,
                         settings,
                         queue,
-                        concurrency=2 if queue == "coordinator" else concurrency,
+                        concurrency=2 if coordinating else concurrency,
+                        beat=beat and coordinating,
                     )
     except KeyboardInterrupt:
         pass
