@@ -248,7 +248,9 @@ def ask(
     temperature: float = 0.2,
     json_mode: bool = False,
 ) -> str:
-    """Chat on behalf of a stage: report the tokens as usage, cool down on 429."""
+    """Chat on behalf of a stage: wait for the shared rate, report the tokens as usage,
+    cool down on 429."""
+    ctx.throttle(RESOURCE)
     reply = client.chat(
         messages,
         max_tokens=max_tokens,

@@ -39,6 +39,8 @@ class StageSink(Protocol):
 
     def cooldown(self, ctx: StageContext, resource: str, seconds: float) -> None: ...
 
+    def throttle(self, ctx: StageContext, resource: str, units: float) -> float: ...
+
 
 @dataclass
 class StageContext:
@@ -71,6 +73,12 @@ class StageContext:
     def cooldown(self, resource: str, seconds: float) -> None:
         """Put ``resource`` on hold for every process (a provider answered 429 Retry-After)."""
         self.sink.cooldown(self, resource, seconds)
+
+    def throttle(self, resource: str, units: float = 1) -> float:
+        """Wait until ``resource``'s per-minute rate, shared by every process, and any
+        cooldown let ``units`` calls go; returns the seconds waited. Call it before each
+        request to a metered API."""
+        return self.sink.throttle(self, resource, units)
 
 
 @dataclass

@@ -83,6 +83,20 @@ class RunSink:
     def cooldown(self, ctx: StageContext, resource: str, seconds: float) -> None:
         self.runtime.admission.cooldown(resource, seconds)
 
+    def throttle(self, ctx: StageContext, resource: str, units: float) -> float:
+        admission = self.runtime.admission
+        waited = 0.0
+        while True:
+            pause = admission.cooldown_remaining(resource) or admission.acquire_rate(
+                resource, units
+            )
+            if pause <= 0:
+                return waited
+            if pause >= 1:
+                self.progress(ctx, 0.0, f"waiting {pause:.0f} s for the {resource} rate limit")
+            time.sleep(pause)
+            waited += pause
+
 
 class LeaseKeeper:
     """Renews a running stage's capacity slot and its run's lease while the stage works.

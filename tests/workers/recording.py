@@ -1,7 +1,7 @@
 """A ``StageSink`` that records what a stage reports, to call worker functions directly.
 
 It is the SDK's own extension point (``orchestrator.sdk.StageSink``), not a stand-in for a
-service: progress, usage, deliverables and cooldowns are simply kept in lists.
+service: progress, usage, deliverables, cooldowns and throttles are simply kept in lists.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ class RecordingSink:
         self.usages: list[tuple[str, float]] = []
         self.deliveries: dict[str, bytes] = {}
         self.cooldowns: list[tuple[str, float]] = []
+        self.throttles: list[tuple[str, float]] = []
 
     def progress(self, ctx: StageContext, percent: float, message: str) -> None:
         self.progress_reports.append((percent, message))
@@ -33,6 +34,10 @@ class RecordingSink:
 
     def cooldown(self, ctx: StageContext, resource: str, seconds: float) -> None:
         self.cooldowns.append((resource, seconds))
+
+    def throttle(self, ctx: StageContext, resource: str, units: float) -> float:
+        self.throttles.append((resource, units))
+        return 0.0
 
     def used(self, resource: str) -> float:
         return sum(q for r, q in self.usages if r == resource)

@@ -180,7 +180,7 @@ def test_an_unreachable_provider_is_transient() -> None:
         client.chat(MESSAGES)
 
 
-def test_ask_reports_usage_and_cooldown_to_the_stage(
+def test_ask_reports_usage_cooldown_and_rate_to_the_stage(
     server: OpenAIServer, client: LLMClient
 ) -> None:
     ctx, sink = stage_context("topic_researcher", "expand")
@@ -193,6 +193,7 @@ def test_ask_reports_usage_and_cooldown_to_the_stage(
     assert ask(ctx, client, MESSAGES) == "plain text"
     assert sink.usages == [("openai_api", 39), ("openai_api", 7)]
     assert sink.cooldowns == [("openai_api", 0.2)]
+    assert sink.throttles == [("openai_api", 1), ("openai_api", 1)]  # the shared rate, per call
 
 
 @pytest.mark.parametrize(
