@@ -99,6 +99,13 @@ def start_worker(
     )
 
 
+def unserved_queues(app: Celery, queues: set[str], *, timeout_s: float = 0.5) -> list[str]:
+    """Which of ``queues`` no running worker consumes (a run sent there would just wait)."""
+    replies = app.control.inspect(timeout=timeout_s).active_queues() or {}
+    served = {queue["name"] for consumed in replies.values() for queue in consumed}
+    return sorted(queues - served)
+
+
 def deployed_queues(registry: Registry) -> list[str]:
     """The coordinator and every worker type that is deployed (not a test-only type)."""
     return [COORDINATOR_QUEUE] + [w.name for w in registry if not w.internal]

@@ -139,6 +139,23 @@ def run(
         raise SystemExit(1)
 
 
+def warn_unserved(
+    console: Console, runtime: Any, template: str, parameters: dict[str, Any]
+) -> None:
+    """Say so when no worker consumes a queue the run needs: it would wait in silence."""
+    from orchestrator.constants import COORDINATOR_QUEUE
+    from orchestrator.coordinator import prepare
+    from orchestrator.supervisor import unserved_queues
+
+    _template, stages = prepare(runtime, template, parameters)
+    missing = unserved_queues(runtime.celery, {COORDINATOR_QUEUE, *(s.worker for s in stages)})
+    if missing:
+        console.print(
+            f"[yellow]no worker serves {', '.join(missing)}: the run waits until one does "
+            f"(`orchestrator workers`, or `orchestrator worker --type {missing[0]}`)[/yellow]"
+        )
+
+
 def run_locally(
     settings: Settings,
     console: Console,
@@ -168,6 +185,7 @@ def run_locally(
         estimate=estimate_run(runtime, template, parameters),
     )
     console.print(f"{'submitted' if created else 'already submitted'}: {execution.execution_id}")
+    warn_unserved(console, runtime, template, parameters)
     try:
         final = follow_with_bars(
             events.follow(runtime.redis, execution.execution_id, timeout_s=timeout), console

@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import re
 import subprocess
+from pathlib import Path
+
+import redis
 
 from orchestrator.settings import Settings
 from tests.e2e.conftest import Api, run_cli
+
+#: A Redis DB of its own: the suite's worker fleet listens on the suite's DB.
+LONELY_REDIS = "redis://127.0.0.1:6379/13"
 
 
 def cli(*args: str, settings: Settings | None = None) -> subprocess.CompletedProcess[str]:
@@ -51,3 +57,22 @@ def test_local_run_status_and_a_cancel_conflict(e2e_settings: Settings, api_serv
     again = cli("cancel", execution_id, settings=e2e_settings)
     assert again.returncode == 1 and "already completed" in again.stderr
     assert len(again.stderr.strip().splitlines()) == 1
+
+
+def test_a_run_nobody_serves_says_so_and_gives_up_cleanly(
+    e2e_settings: Settings, tmp_path: Path
+) -> None:
+    env = e2e_settings.to_env()
+    env.update(
+        ORCH_S3_ENDPOINT=e2e_settings.s3_endpoint,
+        ORCH_DATABASE_URL=f"sqlite:///{tmp_path / 'lonely.db'}",
+        ORCH_REDIS_URL=LONELY_REDIS,  # a broker no worker listens on
+        ORCH_BROKER_URL=LONELY_REDIS,
+    )
+    redis.Redis.from_url(LONELY_REDIS).flushdb()
+    assert run_cli("migrate", **env).returncode == 0
+    result = run_cli("run", "linear5", "--timeout", "3", **env)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "no worker serves coordinator, sum" in result.stdout
+    assert "still running after 3.0 s" in result.stderr
+    redis.Redis.from_url(LONELY_REDIS).flushdb()  # the message nobody took
