@@ -29,8 +29,8 @@ def follow_with_bars(
     """Render until the final event; return it."""
     final: dict[str, Any] = {}
     columns = (
-        TextColumn("{task.description:<28}"),
-        BarColumn(bar_width=30),
+        TextColumn("{task.description:<16}"),
+        BarColumn(bar_width=20),
         TextColumn("{task.percentage:>5.0f}%"),
         TextColumn("{task.fields[status]:<10}", style="bold"),
         TextColumn("{task.fields[message]}", style="dim"),
@@ -53,7 +53,7 @@ def follow_with_bars(
                 continue
             if stage not in bars:
                 bars[stage] = progress.add_task(stage, total=100, status="", message="")
-            fields: dict[str, Any] = {"message": (event.get("message") or "")[:60]}
+            fields: dict[str, Any] = {"message": (event.get("message") or "")[:40]}
             if status:
                 style = STATUS_STYLE.get(status, "white")
                 fields["status"] = f"[{style}]{status}[/{style}]"

@@ -42,7 +42,7 @@ def print_summary(
         table.add_row(
             stage["stage"],
             f"{stage['worker']}.{stage['action']}",
-            stage["status"] + (" (cache)" if stage.get("cache_hit") else ""),
+            stage["status"],
             f"{stage.get('time_ms') or 0} ms",
             f"${stage.get('cost_usd') or 0:.6f}",
             str(summary.get("items_processed", "")),
