@@ -11,9 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import threading
 import time
-from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -25,6 +23,8 @@ from orchestrator.constants import StageStatus, redis_key
 from orchestrator.core.handshake import DataRef, HandshakePacket, NextStage, Summary
 from orchestrator.core.retry import RetryPolicy, compute_backoff, retry_after_of, should_retry
 from orchestrator.errors import OrchestratorError, TransientStageError
+from orchestrator.lease_keeper import LeaseKeeper
+from orchestrator.run_sink import RunSink, remaining_ms
 from orchestrator.run_state import RunState, now_ms
 from orchestrator.runtime import Runtime
 from orchestrator.sdk import StageContext, StageResult
@@ -47,116 +47,6 @@ class Outcome:
     retry_in: float | None = None
     stale: bool = False
     waited: bool = False
-
-
-class RunSink:
-    """The real ``StageSink``: progress to the event stream, usage kept for settlement."""
-
-    def __init__(self, runtime: Runtime, state: RunState, meta: dict[str, Any]) -> None:
-        self.runtime = runtime
-        self.state = state
-        self.meta = meta
-        self.used: dict[str, float] = defaultdict(float)
-
-    def progress(self, ctx: StageContext, percent: float, message: str) -> None:
-        self.state.publish(
-            ctx.execution_id,
-            {
-                "type": "progress",
-                "stage": ctx.stage_id,
-                "progress": round(percent, 1),
-                "message": message,
-                "estimated_remaining_ms": remaining_ms(self.meta),
-            },
-        )
-
-    def usage(self, ctx: StageContext, resource: str, quantity: float) -> None:
-        self.used[resource] += quantity
-
-    def deliver(self, ctx: StageContext, name: str, data: bytes, content_type: str) -> str:
-        from orchestrator.deliverables import record_deliverable
-
-        return record_deliverable(
-            self.runtime, ctx.execution_id, ctx.stage_id, name, data, content_type
-        )
-
-    def cooldown(self, ctx: StageContext, resource: str, seconds: float) -> None:
-        self.runtime.admission.cooldown(resource, seconds)
-
-    def throttle(self, ctx: StageContext, resource: str, units: float) -> float:
-        admission = self.runtime.admission
-        waited = 0.0
-        while True:
-            pause = admission.cooldown_remaining(resource) or admission.acquire_rate(
-                resource, units
-            )
-            if pause <= 0:
-                return waited
-            if pause >= 1:
-                self.progress(ctx, 0.0, f"waiting {pause:.0f} s for the {resource} rate limit")
-            time.sleep(pause)
-            waited += pause
-
-
-class LeaseKeeper:
-    """Renews a running stage's capacity slot and its run's lease while the stage works.
-
-    If the worker dies, the renewals stop and both leases lapse within their TTL: that is
-    how the reconciler tells a dead stage from a slow one. One daemon thread per process
-    renews every stage it runs (starting a thread per stage cost more than a no-op stage).
-    """
-
-    _lock = threading.Lock()
-    #: holder -> (runtime, worker type, execution id, when its renewal is due, monotonic s)
-    _held: dict[str, tuple[Runtime, str, str, float]] = {}
-    _thread: threading.Thread | None = None
-    TICK_S = 0.25
-
-    def __init__(self, runtime: Runtime, worker: str, holder: str, execution_id: str) -> None:
-        self._entry = (runtime, worker, execution_id)
-        self._holder = holder
-
-    def __enter__(self) -> LeaseKeeper:
-        cls = type(self)
-        runtime = self._entry[0]
-        due = time.monotonic() + runtime.admission.lease_ttl_ms / 3000
-        with cls._lock:
-            cls._held[self._holder] = (*self._entry, due)
-            if cls._thread is None or not cls._thread.is_alive():  # none yet, or forked
-                cls._thread = threading.Thread(target=cls._renew, name="leases", daemon=True)
-                cls._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        with self._lock:
-            self._held.pop(self._holder, None)
-
-    @classmethod
-    def _renew(cls) -> None:
-        while True:
-            time.sleep(cls.TICK_S)
-            now = time.monotonic()
-            with cls._lock:
-                due = [(h, entry) for h, entry in cls._held.items() if entry[3] <= now]
-            for holder, (runtime, worker, execution_id, _) in due:
-                admission = runtime.admission
-                try:
-                    admission.renew_slot(worker, holder)
-                    admission.renew(execution_id)
-                except Exception as exc:  # Redis blips must not kill the stage
-                    log.warning("lease renewal for %s failed: %s", holder, exc)
-                with cls._lock:
-                    if holder in cls._held:
-                        every = admission.lease_ttl_ms / 3000
-                        cls._held[holder] = (runtime, worker, execution_id, now + every)
-
-
-def remaining_ms(meta: dict[str, Any]) -> int | None:
-    """Estimated time left: the run's estimate minus what has elapsed (never negative)."""
-    total, started = meta.get("estimated_time_ms"), meta.get("started_ms")
-    if total is None or started is None:
-        return None
-    return max(0, int(total) - (now_ms() - int(started)))
 
 
 def digest(*parts: Any) -> str:

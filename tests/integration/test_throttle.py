@@ -8,11 +8,11 @@ from pathlib import Path
 import redis
 
 from orchestrator import events
+from orchestrator.run_sink import RunSink
 from orchestrator.run_state import RunState
 from orchestrator.runtime import Runtime
 from orchestrator.sdk import StageContext
 from orchestrator.settings import Settings
-from orchestrator.stage_runner import RunSink
 
 POOL = "resources:\n  calls: {rate_limit_per_minute: 120}\n"
 
