@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.harness import bench_settings  # noqa: E402
-from orchestrator import events, migrations  # noqa: E402
+from orchestrator import events, migrations, supervisor  # noqa: E402
 from orchestrator.api.stream_hub import CLIENT_NAME  # noqa: E402
 from orchestrator.auth import Scope, create_key  # noqa: E402
 from orchestrator.db import PipelineExecution  # noqa: E402
@@ -95,28 +95,8 @@ def cpu_seconds(pid: int) -> float:
 
 
 def start_api(settings: Settings) -> tuple[subprocess.Popen, int]:
-    import httpx
-
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ORCH_")}
-    env.update(settings.to_env())
-    log = (settings.data_dir / "api.log").open("ab")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "orchestrator.cli", "api", "--port", str(port)],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code in {200, 503}:
-                return process, port
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    process.terminate()
-    raise RuntimeError(f"API did not start; see {settings.data_dir / 'api.log'}")
+    return supervisor.start_api(settings, port), port
 
 
 def new_execution(runtime: Runtime) -> str:

@@ -160,3 +160,31 @@ def wait_ready(app: Celery, fleet: WorkerFleet, *, timeout_s: float = 60.0) -> N
             return
     missing = ", ".join(sorted(expected - answered))
     raise DependencyUnavailable(f"workers did not start in {timeout_s:.0f} s: {missing}")
+
+
+def start_api(settings: Settings, port: int, *, timeout_s: float = 60.0) -> subprocess.Popen[bytes]:
+    """Start ``orchestrator api`` on 127.0.0.1:``port``; return once ``/health`` answers."""
+    import httpx
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ORCH_")}
+    env.update(settings.to_env())
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    log_path = settings.data_dir / "api.log"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "orchestrator.cli", "api", "--port", str(port)],
+        env=env,
+        stdout=log_path.open("ab"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise DependencyUnavailable(f"the API exited with {process.returncode}; see {log_path}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code in {200, 503}:
+                return process
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    process.terminate()
+    raise DependencyUnavailable(f"the API did not start in {timeout_s:.0f} s; see {log_path}")

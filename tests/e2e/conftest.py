@@ -127,38 +127,12 @@ class Api:
 
 @pytest.fixture(scope="session")
 def api_server(runtime: Runtime, e2e_settings: Settings, fleet: WorkerFleet) -> Iterator[Api]:
-    import os
-    import subprocess
-    import sys
-    import time
-
-    import httpx
-
     from orchestrator.auth import Scope, create_key
+    from orchestrator.supervisor import start_api
 
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ORCH_")}
-    env.update(e2e_settings.to_env())
-    env["ORCH_S3_ENDPOINT"] = e2e_settings.s3_endpoint
-    log = (e2e_settings.data_dir / "api.log").open("ab")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "orchestrator.cli", "api", "--port", str(port)],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    process = start_api(e2e_settings, port)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code in {200, 503}:
-                break
-        except httpx.HTTPError:
-            time.sleep(0.2)
-    else:
-        process.terminate()
-        raise RuntimeError(f"API did not start; see {e2e_settings.data_dir / 'api.log'}")
     keys = {
         "client": create_key(runtime.db, Scope.CLIENT, client_id="acme"),
         "other": create_key(runtime.db, Scope.CLIENT, client_id="globex"),
