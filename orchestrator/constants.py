@@ -65,3 +65,18 @@ class StageStatus(StrEnum):
 def redis_key(*parts: str) -> str:
     """``redis_key("lease", run_id)`` -> ``orch:lease:<run_id>``."""
     return REDIS_PREFIX + ":".join(parts)
+
+
+#: Stage statuses after which a stage does nothing more.
+STAGE_ENDED = frozenset(
+    {
+        StageStatus.COMPLETED,
+        StageStatus.CACHED,
+        StageStatus.SKIPPED,
+        StageStatus.FAILED,
+        StageStatus.CANCELLED,
+    }
+)
+
+#: Run statuses (in the run's Redis meta) after which no further stage starts.
+RUN_HALTED = frozenset({"cancelled", "failing", "failed"})

@@ -12,7 +12,13 @@ from typing import Any
 from sqlalchemy import func, select
 
 from orchestrator import coordinator, template_registry
-from orchestrator.constants import ExecutionStatus, StageStatus, redis_key
+from orchestrator.constants import (
+    RUN_HALTED,
+    STAGE_ENDED,
+    ExecutionStatus,
+    StageStatus,
+    redis_key,
+)
 from orchestrator.core.handshake import DataRef
 from orchestrator.core.templates import bind
 from orchestrator.db import PipelineExecution, StageExecution
@@ -166,7 +172,9 @@ def reconcile(runtime: Runtime) -> dict[str, int]:
         ).all()
     for execution in running:
         execution_id = execution.execution_id
-        if state.exists(execution_id) and _unfinished(runtime, state, execution_id):
+        live = state.exists(execution_id)
+        records = state.stages(execution_id) if live else {}
+        if live and _unfinished(runtime, state, execution_id, records):
             log.warning(
                 "execution %s ran every stage but was never finished; finishing", execution_id
             )
@@ -174,16 +182,14 @@ def reconcile(runtime: Runtime) -> dict[str, int]:
             coordinator.finish(runtime, execution_id)
             counts["finished"] += 1
             continue
-        if state.exists(execution_id) and not _lost_stages(runtime, state, execution_id):
+        if live and not _lost_stages(runtime, execution_id, records):
             runtime.admission.renew(execution_id)
             counts["renewed"] += 1
             continue
-        if state.exists(execution_id) and _busy(runtime, state, execution_id):
+        if live and _busy(runtime, execution_id, records):
             runtime.admission.renew(execution_id)
             continue  # some stage is still alive: wait for it before rerunning the rest
-        coordinator.persist(
-            runtime, execution_id, state.stages(execution_id), state.packets(execution_id)
-        )
+        coordinator.persist(runtime, execution_id, records, state.packets(execution_id))
         if not _may_auto_resume(runtime, execution_id):
             coordinator.finish(
                 runtime,
@@ -241,13 +247,15 @@ def _slot_alive(runtime: Runtime, worker: str, holder: str) -> bool:
     return deadline is not None and deadline > now_ms()
 
 
-def _lost_stages(runtime: Runtime, state: RunState, execution_id: str) -> list[str]:
+def _lost_stages(
+    runtime: Runtime, execution_id: str, records: dict[str, dict[str, Any]]
+) -> list[str]:
     """Stages whose worker died: running with a lapsed capacity lease, or due to try again
     (after a backoff or a wait for a slot) longer than a lease ago and never back."""
     overdue = now_ms() - runtime.admission.lease_ttl_ms
     return [
         stage_id
-        for stage_id, record in state.stages(execution_id).items()
+        for stage_id, record in records.items()
         if (
             record.get("status") == StageStatus.RUNNING
             and not _slot_alive(runtime, record["worker"], f"{execution_id}:{stage_id}")
@@ -259,33 +267,24 @@ def _lost_stages(runtime: Runtime, state: RunState, execution_id: str) -> list[s
     ]
 
 
-#: Stage statuses after which a stage does nothing more.
-ENDED = {
-    StageStatus.COMPLETED,
-    StageStatus.CACHED,
-    StageStatus.SKIPPED,
-    StageStatus.FAILED,
-    StageStatus.CANCELLED,
-}
-
-
-def _unfinished(runtime: Runtime, state: RunState, execution_id: str) -> bool:
+def _unfinished(
+    runtime: Runtime, state: RunState, execution_id: str, records: dict[str, dict[str, Any]]
+) -> bool:
     """Every planned stage ended (or the run halted with none in flight) more than two lease
     periods ago, and still no ``finish``: the coordinator that was finishing it died."""
-    records = state.stages(execution_id)
-    if any(r.get("status") not in ENDED for r in records.values()):
+    if any(r.get("status") not in STAGE_ENDED for r in records.values()):
         return False
-    halted = state.meta(execution_id).get("status") in {"failing", "failed", "cancelled"}
-    if not halted and set(records) < set(state.plan(execution_id)):
+    meta = state.meta(execution_id)
+    if meta.get("status") not in RUN_HALTED and set(records) < set(state.plan(execution_id)):
         return False  # stages still to come (their messages may be queued)
-    ended = [r.get("completed_at") or 0 for r in records.values()]
-    last = max(ended, default=0) or state.meta(execution_id).get("started_ms", 0)
+    last = max((r.get("completed_at") or 0 for r in records.values()), default=0)
+    last = last or meta.get("started_ms", 0)
     return bool(last) and now_ms() - last > 2 * runtime.admission.lease_ttl_ms
 
 
-def _busy(runtime: Runtime, state: RunState, execution_id: str) -> bool:
+def _busy(runtime: Runtime, execution_id: str, records: dict[str, dict[str, Any]]) -> bool:
     return any(
         record.get("status") == StageStatus.RUNNING
         and _slot_alive(runtime, record["worker"], f"{execution_id}:{stage_id}")
-        for stage_id, record in state.stages(execution_id).items()
+        for stage_id, record in records.items()
     )

@@ -19,7 +19,7 @@ from typing import Any
 from celery.exceptions import SoftTimeLimitExceeded
 from redis.exceptions import NoScriptError
 
-from orchestrator.constants import StageStatus, redis_key
+from orchestrator.constants import RUN_HALTED, StageStatus, redis_key
 from orchestrator.core.handshake import DataRef, HandshakePacket, NextStage, Summary
 from orchestrator.core.retry import RetryPolicy, compute_backoff, retry_after_of, should_retry
 from orchestrator.errors import OrchestratorError, TransientStageError
@@ -31,8 +31,6 @@ from orchestrator.sdk import StageContext, StageResult
 
 log = logging.getLogger(__name__)
 
-#: Run statuses (in the run's Redis meta) after which no further stage starts.
-HALTED = {"cancelled", "failing", "failed"}
 #: How long a stage waits before asking again for a capacity slot of its worker type.
 SLOT_RETRY_S = 0.5
 
@@ -80,7 +78,7 @@ def run_stage(
     if record.get("status") in {StageStatus.COMPLETED, StageStatus.CACHED, StageStatus.SKIPPED}:
         return Outcome(state.packets(execution_id).get(stage_id))  # redelivered: already done
     stage = _Stage(runtime, state, execution_id, stage_id, spec, meta, attempt, task_id)
-    if meta.get("status") in HALTED:
+    if meta.get("status") in RUN_HALTED:
         return stage.finish_without_running(StageStatus.CANCELLED, "the run was stopped")
     stopped_by = [d for d, p in upstream.items() if not p["summary"]["continue"]]
     if stopped_by:

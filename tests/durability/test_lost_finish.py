@@ -5,8 +5,7 @@ from __future__ import annotations
 import time
 
 from orchestrator import coordinator
-from orchestrator.constants import ExecutionStatus
-from orchestrator.recovery import ENDED
+from orchestrator.constants import STAGE_ENDED, ExecutionStatus
 from orchestrator.run_state import RunState
 from tests.durability.conftest import Stack
 
@@ -21,7 +20,7 @@ def test_a_run_whose_finish_was_lost_is_finished_by_the_reconciler(fresh: Stack)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         live = stack.live(execution_id)
-        if len(live) == 6 and all(r.get("status") in ENDED for r in live.values()):
+        if len(live) == 6 and all(r.get("status") in STAGE_ENDED for r in live.values()):
             break
         time.sleep(0.2)
     time.sleep(1.0)  # the canvas's finish task has run by now, and closed nothing
