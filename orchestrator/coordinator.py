@@ -72,6 +72,8 @@ def submit(
 ) -> tuple[PipelineExecution, bool]:
     """Record a new execution and hand it to the coordinator; idempotent per request id.
 
+    ``estimate`` is recorded with it; without one, cost and time come from history.
+
     Returns the execution and whether it was created now (False: the same client sent the
     same ``request_id`` before, and this is that execution).
     """
@@ -80,6 +82,10 @@ def submit(
         if existing is not None:
             return existing, False
     template, stages = prepare(runtime, template_name, parameters)
+    if estimate is None:
+        from orchestrator.estimates import cost_and_time  # it builds on this module
+
+        estimate = cost_and_time(runtime, stages).as_dict()
     execution = PipelineExecution(
         execution_id=f"exec_{uuid.uuid4().hex[:20]}",
         request_id=request_id,
@@ -89,8 +95,8 @@ def submit(
         parameters=dict(parameters),
         priority=Priority(priority).value,
         status=ExecutionStatus.PENDING,
-        estimated_cost_usd=(estimate or {}).get("estimated_cost_usd"),
-        estimated_time_ms=(estimate or {}).get("estimated_time_ms") or critical_path_ms(stages),
+        estimated_cost_usd=estimate.get("estimated_cost_usd"),
+        estimated_time_ms=estimate.get("estimated_time_ms") or critical_path_ms(stages),
     )
     try:
         with runtime.db.session() as session:

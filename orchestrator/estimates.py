@@ -7,7 +7,8 @@ from typing import Any
 from sqlalchemy import func, select
 
 from orchestrator.coordinator import prepare, run_needs
-from orchestrator.core.estimator import WorkerStats, estimate
+from orchestrator.core.estimator import Estimate, WorkerStats, estimate
+from orchestrator.core.templates import BoundStage
 from orchestrator.db import StageExecution
 from orchestrator.runtime import Runtime
 
@@ -32,12 +33,18 @@ def history(runtime: Runtime) -> dict[tuple[str, str], WorkerStats]:
     }
 
 
+def cost_and_time(runtime: Runtime, stages: list[BoundStage]) -> Estimate:
+    """Cost, time and confidence of bound stages from history and prices: no live state, so
+    cheap enough for every submission to record."""
+    return estimate(stages, history=history(runtime), prices=runtime.pool.prices())
+
+
 def estimate_run(
     runtime: Runtime, template_name: str, parameters: dict[str, Any]
 ) -> dict[str, Any]:
     """Feasibility, cost, time, confidence and a per-stage breakdown, before anything runs."""
     _template, stages = prepare(runtime, template_name, parameters)
-    result = estimate(stages, history=history(runtime), prices=runtime.pool.prices())
+    result = cost_and_time(runtime, stages)
     needs = run_needs(stages)
     snapshot = runtime.admission.snapshot()
     reasons: list[str] = []

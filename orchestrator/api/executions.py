@@ -72,7 +72,6 @@ def execute(body: ExecuteBody) -> tuple[dict[str, Any], int]:
         client_id=g.principal.client_id,
         request_id=body.request_id,
         priority=Priority(body.priority),
-        estimate=estimate_run(rt, body.template_name, body.parameters),
     )
     base = execution.started_at or execution.created_at or datetime.now(UTC)
     base = base if base.tzinfo else base.replace(tzinfo=UTC)

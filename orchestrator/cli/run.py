@@ -168,7 +168,6 @@ def run_locally(
     """Submit through this process's configuration and follow the run's Redis stream."""
     from orchestrator import coordinator, events
     from orchestrator.cli.progress_view import follow_with_bars
-    from orchestrator.estimates import estimate_run
     from orchestrator.health import require
     from orchestrator.runtime import Runtime
 
@@ -182,7 +181,6 @@ def run_locally(
         request_id=request_id,
         priority=Priority(priority),
         client_id="cli",
-        estimate=estimate_run(runtime, template, parameters),
     )
     console.print(f"{'submitted' if created else 'already submitted'}: {execution.execution_id}")
     warn_unserved(console, runtime, template, parameters)
