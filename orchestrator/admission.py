@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources as package_files
 from typing import Any, Literal
@@ -25,7 +26,12 @@ from orchestrator.core.resources import ResourcePool
 PRIORITY_RANK = {Priority.HIGH: 0, Priority.NORMAL: 1, Priority.LOW: 2}
 #: A resource's quota state in Redis: seven little-endian doubles (see common.lua).
 STATE = struct.Struct("<7d")
-SCRIPTS = ("release", "admit", "renew", "settle", "slot", "rate", "cooldown")
+SCRIPTS = ("release", "admit", "renew", "settle", "slot", "rate", "cooldown", "seed")
+#: Sorted set of runs admitted and not launched yet (score: when), written by the scripts.
+ADMITTED_KEY = "admitted"
+
+#: What the ledger says was used, per resource: (today, this month), for ``now_ms``.
+LedgerTotals = Callable[[int], dict[str, tuple[float, float]]]
 
 
 @dataclass(frozen=True)
@@ -38,7 +44,7 @@ class RunNeeds:
 
 @dataclass(frozen=True)
 class Decision:
-    status: Literal["admitted", "queued", "refused"]
+    status: Literal["admitted", "queued", "refused", "unseeded"]
     reasons: list[str] = field(default_factory=list)
     retry_after_s: float | None = None
 
@@ -91,10 +97,16 @@ class Admission:
     """Quotas, rates, cooldowns and capacity for every process, on one Redis."""
 
     def __init__(
-        self, client: redis.Redis, pool: ResourcePool, *, lease_ttl_s: float | None = None
+        self,
+        client: redis.Redis,
+        pool: ResourcePool,
+        *,
+        lease_ttl_s: float | None = None,
+        ledger: LedgerTotals | None = None,
     ):
         self.redis = client
         self.pool = pool
+        self._ledger = ledger
         self.lease_ttl_ms = int((lease_ttl_s or pool.lease_ttl_s) * 1000)
         self.prefix = REDIS_PREFIX
         self._limits = json.dumps(
@@ -127,6 +139,13 @@ class Admission:
         args: list[Any] = [self.prefix, run_id, PRIORITY_RANK[priority], "1" if wait else "0"]
         for pair in needs.quotas.items():
             args += pair
+        decision = self._decide(args)
+        if decision.status == "unseeded":  # Redis lost the counters: rebuild, ask again
+            self.seed()
+            decision = self._decide(args)
+        return decision
+
+    def _decide(self, args: list[Any]) -> Decision:
         result = self._reserve(args=args)
         if result == 1:
             return ADMITTED
@@ -134,11 +153,39 @@ class Admission:
         retry = int(retry_ms) / 1000 if int(retry_ms) else None
         return Decision(_text(status), json.loads(_text(reasons)), retry)  # type: ignore[arg-type]
 
+    def seed(self) -> bool:
+        """Rebuild the quota counters from the ledger if Redis does not have them (it was
+        restarted without persistence); True if this call seeded them."""
+        seconds, micros = self.redis.time()
+        now = seconds * 1000 + micros // 1000
+        totals = self._ledger(now) if self._ledger is not None else {}
+        args: list[Any] = [self.prefix, quota.day_window(now), quota.month_window(now)]
+        for resource, (today, month) in totals.items():
+            args += [resource, today, month]
+        return bool(self._scripts["seed"](args=args))
+
+    def admitted_before(self, cutoff_ms: int) -> list[str]:
+        """Runs admitted before ``cutoff_ms`` (Redis time) whose launch has not happened."""
+        key = self.prefix + ADMITTED_KEY
+        return [_text(run) for run in self.redis.zrangebyscore(key, "-inf", cutoff_ms)]
+
+    def launched(self, run_id: str) -> None:
+        """The run's launch happened (or is moot): it is no longer waiting for one."""
+        self.redis.zrem(self.prefix + ADMITTED_KEY, run_id)
+
+    def holds(self, run_id: str) -> bool:
+        """The run holds a lease, waits in the queue or waits for its launch."""
+        pipe = self.redis.pipeline(transaction=False)
+        for key in ("leases", "pending", ADMITTED_KEY):
+            pipe.zscore(self.prefix + key, run_id)
+        return any(score is not None for score in pipe.execute())
+
     def renew(self, run_id: str) -> bool:
         return bool(self._scripts["renew"](args=[self.prefix, run_id, self.lease_ttl_ms]))
 
     def release(self, run_id: str) -> list[str]:
-        """Give back everything the run holds; returns runs admitted from the queue now."""
+        """Give back everything the run holds; returns runs admitted from the queue now,
+        which the caller must launch (the reconciler does if the caller dies first)."""
         admitted = self._scripts["release"](
             args=[self.prefix, run_id, self._limits, self.lease_ttl_ms]
         )
@@ -207,15 +254,19 @@ class Admission:
     # -- the live pool -------------------------------------------------------------------
 
     def snapshot(self) -> dict[str, Any]:
-        """Quotas used and left, rates, cooldowns, capacity, leases and the queue."""
-        self.admit_pending()
+        """Quotas used and left, rates, cooldowns, capacity, leases and the queue.
+
+        Read-only: it admits nobody (a reader that admitted runs would have to launch them).
+        """
         seconds, micros = self.redis.time()
         now = seconds * 1000 + micros // 1000
         day, month = quota.day_window(now), quota.month_window(now)
         p = self.prefix
         # The quota state hash (see common.lua): resource -> d du m mu held cool tat, packed.
         listed = list(self.pool.resources)
-        values = self.redis.hmget(f"{p}q", listed) if listed else []
+        *values, seeded = self.redis.hmget(f"{p}q", [*listed, "#seeded"])
+        if seeded is None and self.seed():  # Redis restarted: show what the ledger knows
+            values = self.redis.hmget(f"{p}q", listed) if listed else []
         state = {
             name: list(STATE.unpack(value))
             for name, value in zip(listed, values, strict=True)
@@ -258,5 +309,6 @@ class Admission:
             "worker_capacity": workers,
             "leases": self.redis.zcard(f"{p}leases"),
             "pending_runs": self.redis.zcard(f"{p}pending"),
+            "admitted_runs": self.redis.zcard(f"{p}{ADMITTED_KEY}"),
             "lease_ttl_s": self.lease_ttl_ms / 1000,
         }

@@ -32,6 +32,7 @@ class ExecutionStatus(StrEnum):
     PENDING = "pending"  # recorded, waiting for admission
     QUEUED = "queued"  # admitted, canvas sent
     RUNNING = "running"
+    RECOVERING = "recovering"  # lost a worker or its live state; resuming on its own
     COMPLETED = "completed"
     STOPPED = "stopped"  # a stage said continue: false; finished cleanly
     FAILED = "failed"
@@ -77,6 +78,9 @@ STAGE_ENDED = frozenset(
         StageStatus.CANCELLED,
     }
 )
+
+#: Execution statuses from which a run may be admitted and launched.
+LAUNCHABLE = frozenset({ExecutionStatus.PENDING, ExecutionStatus.RECOVERING})
 
 #: Run statuses (in the run's Redis meta) after which no further stage starts.
 RUN_HALTED = frozenset({"cancelled", "failing", "failed"})

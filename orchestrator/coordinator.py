@@ -13,13 +13,19 @@ from collections import Counter, defaultdict
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from orchestrator import template_registry
 from orchestrator.admission import RunNeeds
 from orchestrator.canvas import build_canvas
-from orchestrator.constants import ExecutionStatus, Priority, StageStatus
+from orchestrator.constants import (
+    LAUNCHABLE,
+    ExecutionStatus,
+    Priority,
+    StageStatus,
+    redis_key,
+)
 from orchestrator.core.estimator import critical_path_ms
 from orchestrator.core.planner import plan as make_plan
 from orchestrator.core.templates import BoundStage, Template, bind, check_workers
@@ -29,6 +35,9 @@ from orchestrator.run_state import RunState, now_ms
 from orchestrator.runtime import Runtime
 
 log = logging.getLogger(__name__)
+
+#: How long a launch holds its claim: if its process dies, the next launch may go after this.
+LAUNCH_CLAIM_MS = 30_000
 
 
 def known_workers(runtime: Runtime) -> dict[str, list[str]]:
@@ -147,10 +156,20 @@ def load(runtime: Runtime, execution_id: str) -> PipelineExecution:
         return execution
 
 
+def hand_off(runtime: Runtime, admitted: list[str]) -> None:
+    """Launch the runs a release admitted from the queue.
+
+    Every admission is also noted in Redis until its launch, so if this process dies before
+    the messages leave, the reconciler sends them; a launch sent twice launches once.
+    """
+    for execution_id in admitted:
+        runtime.celery.send_task("coordinator.launch", kwargs={"execution_id": execution_id})
+
+
 def start(runtime: Runtime, execution_id: str) -> str:
     """Ask admission for the whole run; launch it, queue it, or refuse it with the reason."""
     execution = load(runtime, execution_id)
-    if execution.status != ExecutionStatus.PENDING:
+    if execution.status not in LAUNCHABLE:
         return execution.status  # a redelivered start: already handled
     template = template_registry.get(
         runtime.db, execution.template_name, execution.template_version
@@ -163,7 +182,7 @@ def start(runtime: Runtime, execution_id: str) -> str:
     )
     state = RunState(runtime.redis)
     if decision.status == "admitted":
-        launch(runtime, execution_id, execution=execution)
+        launch(runtime, execution_id)
         return ExecutionStatus.RUNNING
     if decision.status == "queued":
         state.publish(
@@ -187,16 +206,40 @@ def start(runtime: Runtime, execution_id: str) -> str:
     return ExecutionStatus.FAILED
 
 
-def launch(
-    runtime: Runtime, execution_id: str, *, execution: PipelineExecution | None = None
-) -> None:
-    """Write the run's plan to Redis and send its canvas.
+def launch(runtime: Runtime, execution_id: str) -> bool:
+    """Launch an admitted run once, however many times it is asked; True if this call did.
+
+    A claim in Redis keeps concurrent launchers apart; the database's move from pending (or
+    recovering) to running is the commit point, so a run cancelled meanwhile is not started.
+    A launcher that dies before that leaves the run in admission's admitted set, where the
+    reconciler finds it; one that dies after leaves a live state without stages, which the
+    reconciler's stall check resumes.
+    """
+    claim = redis_key("launching", execution_id)
+    if not runtime.redis.set(claim, "1", nx=True, px=LAUNCH_CLAIM_MS):
+        return False  # another launcher is at it
+    try:
+        execution = load(runtime, execution_id)
+        if execution.status not in LAUNCHABLE:  # launched before, or cancelled meanwhile
+            runtime.admission.launched(execution_id)
+            if ExecutionStatus(execution.status).terminal:
+                hand_off(runtime, runtime.admission.release(execution_id))
+            return False
+        launched = _launch(runtime, execution)
+        runtime.admission.launched(execution_id)
+        return launched
+    finally:
+        runtime.redis.delete(claim)
+
+
+def _launch(runtime: Runtime, execution: PipelineExecution) -> bool:
+    """Write the run's plan to Redis, mark it running, send its canvas.
 
     A resumed run sends only its ``rerun_stages``; the packets of the checkpoints they
     depend on are seeded into the live state, so those stages read them as usual. Each launch
     has its own token: messages of an earlier launch are recognised as stale and dropped.
     """
-    execution = execution or load(runtime, execution_id)
+    execution_id = execution.execution_id
     template = template_registry.get(
         runtime.db, execution.template_name, execution.template_version
     )
@@ -229,6 +272,7 @@ def launch(
             "started_ms": now_ms(),
             "estimated_time_ms": execution.estimated_time_ms or critical_path_ms(stages),
             "priority": execution.priority,
+            "client_id": execution.client_id,
         },
         specs,
         seeded,
@@ -245,11 +289,9 @@ def launch(
         priority=Priority(execution.priority).celery_priority,
         launch=token,
     )
-    with runtime.db.session() as session:
-        row = session.get(PipelineExecution, execution_id)
-        assert row is not None
-        row.status = ExecutionStatus.RUNNING
-        row.started_at = row.started_at or datetime.now(UTC)
+    if not _mark_running(runtime, execution_id):
+        state.drop(execution_id)  # cancelled since it was loaded: nothing was sent
+        return False
     from_checkpoints = f" ({len(seeded)} from checkpoints)" if seeded else ""
     state.publish(
         execution_id,
@@ -263,6 +305,25 @@ def launch(
         },
     )
     canvas.apply_async()
+    return True
+
+
+def _mark_running(runtime: Runtime, execution_id: str) -> bool:
+    """Pending or recovering -> running, in one statement; False if the run left those."""
+    with runtime.db.session() as session:
+        result = session.execute(
+            update(PipelineExecution)
+            .where(
+                PipelineExecution.execution_id == execution_id,
+                PipelineExecution.status.in_([str(s) for s in LAUNCHABLE]),
+            )
+            .values(
+                status=ExecutionStatus.RUNNING,
+                started_at=func.coalesce(PipelineExecution.started_at, datetime.now(UTC)),
+            )
+            .execution_options(synchronize_session=False)
+        )
+        return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
 def checkpoint_packets(
@@ -313,7 +374,7 @@ def finish(
     error = error or meta.get("error")
     persist(runtime, execution_id, records, packets)
     with runtime.db.session() as session:
-        row = session.get(PipelineExecution, execution_id)
+        row = session.get(PipelineExecution, execution_id, with_for_update=True)
         if row is None:
             raise NotFound(f"execution {execution_id!r} not found")
         if ExecutionStatus(row.status).terminal:
@@ -340,8 +401,7 @@ def finish(
     for stage_id, record in records.items():  # stages stopped mid-way give their slots back
         if record.get("status") in {StageStatus.RUNNING, "retrying", "waiting"}:
             runtime.admission.release_slot(record["worker"], f"{execution_id}:{stage_id}")
-    for admitted in runtime.admission.release(execution_id):
-        runtime.celery.send_task("coordinator.launch", kwargs={"execution_id": admitted})
+    hand_off(runtime, runtime.admission.release(execution_id))
     state.publish(
         execution_id,
         {
@@ -426,7 +486,7 @@ def cancel(runtime: Runtime, execution_id: str) -> str:
         ]
         if running:
             runtime.celery.control.revoke(running, terminate=True, signal="SIGTERM")
-    runtime.admission.withdraw(execution_id)
+    hand_off(runtime, runtime.admission.withdraw(execution_id))
     return finish(
         runtime, execution_id, status=ExecutionStatus.CANCELLED, error="cancelled by request"
     )

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
+from orchestrator.core import quota
 from orchestrator.db import Database, ResourceUsage
 
 #: Resource types as the plan names them, by how the pool file declares the resource.
@@ -53,3 +55,25 @@ def record_usage(
     except IntegrityError:
         return False  # a concurrent duplicate won the race
     return True
+
+
+def usage_totals(database: Database, now_ms: int) -> dict[str, tuple[float, float]]:
+    """Units used per resource in the UTC day and month of ``now_ms``, from the ledger: what
+    admission's counters are rebuilt from when Redis lost them."""
+    day = quota.day_window(now_ms)
+    year, month, _ = quota.civil_from_days(day)
+    month_start = quota.days_from_civil(year, month, 1) * quota.DAY_MS
+    day_start = day * quota.DAY_MS
+
+    def since(start_ms: int) -> dict[str, float]:
+        start = datetime.fromtimestamp(start_ms / 1000, UTC)
+        with database.session() as session:
+            rows = session.execute(
+                select(ResourceUsage.resource_name, func.sum(ResourceUsage.quantity_used))
+                .where(ResourceUsage.timestamp >= start)
+                .group_by(ResourceUsage.resource_name)
+            ).all()
+        return {name: float(total or 0.0) for name, total in rows}
+
+    today, this_month = since(day_start), since(month_start)
+    return {name: (today.get(name, 0.0), total) for name, total in this_month.items()}

@@ -7,12 +7,15 @@ checksum. Resume reruns what is not a checkpoint and everything downstream of it
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from typing import Any
 
 from sqlalchemy import func, select
 
 from orchestrator import coordinator, template_registry
 from orchestrator.constants import (
+    COORDINATOR_QUEUE,
+    LAUNCHABLE,
     RUN_HALTED,
     STAGE_ENDED,
     ExecutionStatus,
@@ -20,7 +23,7 @@ from orchestrator.constants import (
     redis_key,
 )
 from orchestrator.core.handshake import DataRef
-from orchestrator.core.templates import bind
+from orchestrator.core.templates import BoundStage, bind
 from orchestrator.db import PipelineExecution, StageExecution
 from orchestrator.errors import Conflict, OrchestratorError
 from orchestrator.events import stream_key
@@ -30,6 +33,8 @@ from orchestrator.runtime import Runtime
 log = logging.getLogger(__name__)
 
 RESUMABLE = {ExecutionStatus.FAILED, ExecutionStatus.CANCELLED, ExecutionStatus.STOPPED}
+#: What the reconciler resumes on its own: runs that are, as far as anyone knows, going on.
+RECOVERABLE = {ExecutionStatus.RUNNING, ExecutionStatus.RECOVERING}
 #: The reconciler resumes a run that lost its live state or workers at most this many times
 #: in a row without a stage completing in between (a run that makes progress goes on).
 MAX_AUTO_RESUMES = 3
@@ -51,16 +56,20 @@ def resume(
     execution_id: str,
     *,
     parameters: dict[str, Any] | None = None,
-    allow_running: bool = False,
+    automatic: bool = False,
 ) -> list[str]:
     """Rerun what did not complete, on the template's current version (and new parameters).
 
     A checkpoint counts only if its output is still there with its checksum and the stage's
-    bound params did not change; returns the stages that will run again.
+    bound params did not change; returns the stages that will run again. ``automatic`` is the
+    reconciler's resume of a run that is still running as far as anyone knows: it becomes
+    ``recovering`` (never ``failed``) and its event stream goes on; a resume asked for by a
+    person starts a resumable (failed, cancelled, stopped) run anew, with a fresh stream.
     """
     execution = coordinator.load(runtime, execution_id)
     status = ExecutionStatus(execution.status)
-    if status not in RESUMABLE and not (allow_running and status == ExecutionStatus.RUNNING):
+    allowed = RECOVERABLE if automatic else RESUMABLE
+    if status not in allowed:
         raise Conflict(
             f"execution {execution_id!r} is {status.value}; only failed, cancelled or "
             "stopped executions can be resumed"
@@ -68,6 +77,37 @@ def resume(
     template = template_registry.get(runtime.db, execution.template_name)
     new_parameters = {**execution.parameters, **(parameters or {})}
     stages = bind(template, new_parameters)
+    good = _checkpoints(runtime, execution, stages)
+    rerun = rerun_set(stages, good)
+    _reset_rows(runtime, execution_id, template.version, new_parameters, stages, rerun, automatic)
+    coordinator.hand_off(runtime, runtime.admission.release(execution_id))
+    # Until the next launch, no message of the old one may start a stage or close the run.
+    state = RunState(runtime.redis)
+    if state.exists(execution_id):
+        state.set_meta(execution_id, launch=None)
+    if not automatic:
+        # A fresh event stream: followers of the resumed run must not stop at the old final
+        # event. An automatic resume sent no final event: its followers simply go on.
+        runtime.redis.delete(stream_key(execution_id))
+    state.publish(
+        execution_id,
+        {
+            "type": "execution",
+            "stage": None,
+            "status": ExecutionStatus.RECOVERING if automatic else "resumed",
+            "progress": 0.0,
+            "message": f"resuming: {len(rerun)} stage(s) to run, {len(good)} from checkpoints",
+            "estimated_remaining_ms": execution.estimated_time_ms,
+        },
+    )
+    runtime.celery.send_task("coordinator.start", kwargs={"execution_id": execution_id})
+    return rerun
+
+
+def _checkpoints(
+    runtime: Runtime, execution: PipelineExecution, stages: list[BoundStage]
+) -> set[str]:
+    """Stages whose completed output is still in storage, bound as they are now."""
     old = {
         s.id: s
         for s in bind(
@@ -79,7 +119,7 @@ def resume(
         rows = {
             r.stage_name: r
             for r in session.scalars(
-                select(StageExecution).where(StageExecution.execution_id == execution_id)
+                select(StageExecution).where(StageExecution.execution_id == execution.execution_id)
             )
         }
     good = set()
@@ -97,14 +137,29 @@ def resume(
             continue
         if runtime.outputs.available(DataRef.model_validate(row.data_reference)):
             good.add(stage.id)
-    rerun = rerun_set(stages, good)
-    runtime.admission.release(execution_id)
+    return good
+
+
+def _reset_rows(
+    runtime: Runtime,
+    execution_id: str,
+    version: int,
+    parameters: dict[str, Any],
+    stages: list[BoundStage],
+    rerun: list[str],
+    automatic: bool,
+) -> None:
+    """The execution back to launchable, its rerun stages back to pending; Conflict if it
+    changed status since it was read (a cancel in between is not undone)."""
+    allowed = RECOVERABLE if automatic else RESUMABLE
     with runtime.db.session() as session:
-        row = session.get(PipelineExecution, execution_id)
+        row = session.get(PipelineExecution, execution_id, with_for_update=True)
         assert row is not None
-        row.template_version = template.version
-        row.parameters = new_parameters
-        row.status = ExecutionStatus.PENDING
+        if row.status not in allowed:
+            raise Conflict(f"execution {execution_id!r} became {row.status} meanwhile")
+        row.template_version = version
+        row.parameters = parameters
+        row.status = ExecutionStatus.RECOVERING if automatic else ExecutionStatus.PENDING
         row.error = None
         row.completed_at = None
         row.rerun_stages = rerun
@@ -129,94 +184,140 @@ def resume(
             # A new template version may run the stage on another worker or action.
             stage_row.worker_name = bound[stage_row.stage_name].worker
             stage_row.action = bound[stage_row.stage_name].action
-    # Until the next launch, no message of the old one may start a stage or close the run.
-    state = RunState(runtime.redis)
-    if state.exists(execution_id):
-        state.set_meta(execution_id, launch=None)
-    # A fresh event stream: followers of the resumed run must not stop at the old final event.
-    runtime.redis.delete(stream_key(execution_id))
-    state.publish(
-        execution_id,
-        {
-            "type": "execution",
-            "stage": None,
-            "status": "resumed",
-            "progress": 0.0,
-            "message": f"resuming: {len(rerun)} stage(s) to run, {len(good)} from checkpoints",
-            "estimated_remaining_ms": execution.estimated_time_ms,
-        },
-    )
-    runtime.celery.send_task("coordinator.start", kwargs={"execution_id": execution_id})
-    return rerun
+
+
+#: The cases a reconciler pass counts (see ``reconcile``).
+RECONCILED = (
+    "admitted",
+    "relaunched",
+    "requeued",
+    "renewed",
+    "resumed",
+    "stalled",
+    "finished",
+    "failed",
+)
 
 
 def reconcile(runtime: Runtime) -> dict[str, int]:
-    """One pass of the beat reconciler; every step is idempotent.
+    """One pass of the beat reconciler; every step is idempotent, and each case it handles is
+    counted in the result and logged once.
 
-    - Admit waiting runs that fit now (releases normally wake them; this catches leases that
-      expired because their holder died).
-    - Renew the leases of runs that are alive.
-    - A running execution whose live state is gone (Redis restarted) or whose running stages
-      all lost their capacity lease (their worker died) is resumed from its checkpoints.
-    - A running execution whose every stage ended long ago lost its ``finish`` (the
-      coordinator died in it): it is finished now.
+    - ``admitted``: waiting runs that fit now (releases normally wake them; this catches
+      leases that expired because their holder died), launched.
+    - ``relaunched``: runs admitted a while ago whose launch never happened (the process that
+      admitted them died before sending it), launched again; their leases are kept alive.
+    - ``requeued``: runs pending (or recovering) that hold no lease, wait in no queue and
+      await no launch, on two passes in a row: their start was lost; it is sent again.
+    - then each running execution: ``finished`` if every stage ended long ago but its finish
+      was lost; ``renewed`` while it is alive; ``resumed`` from its checkpoints when its
+      live state or workers are gone; ``stalled``, resumed the same way, when nothing of it
+      moved for a lease period with nothing running and nothing queued for its next stages;
+      ``failed`` once either happened too often without progress.
     """
-    counts = {"admitted": 0, "renewed": 0, "resumed": 0, "failed": 0, "finished": 0}
-    for admitted in runtime.admission.admit_pending():
-        runtime.celery.send_task("coordinator.launch", kwargs={"execution_id": admitted})
-        counts["admitted"] += 1
+    counts: Counter[str] = Counter()
+    queues = QueueDepths(runtime)
+    counts["admitted"] = _admit_waiting(runtime)
+    counts["relaunched"] = _relaunch_lost_launches(runtime)
+    counts["requeued"] = _requeue_orphans(runtime, queues)
     state = RunState(runtime.redis)
     with runtime.db.session() as session:
         running = session.scalars(
-            select(PipelineExecution).where(PipelineExecution.status == ExecutionStatus.RUNNING)
+            select(PipelineExecution.execution_id).where(
+                PipelineExecution.status == ExecutionStatus.RUNNING
+            )
         ).all()
-    for execution in running:
-        execution_id = execution.execution_id
-        live = state.exists(execution_id)
-        records = state.stages(execution_id) if live else {}
-        if live and _unfinished(runtime, state, execution_id, records):
-            log.warning(
-                "execution %s ran every stage but was never finished; finishing", execution_id
+    for execution_id in running:
+        counts[_check_running(runtime, state, queues, execution_id)] += 1
+    return {case: counts[case] for case in RECONCILED}
+
+
+def _admit_waiting(runtime: Runtime) -> int:
+    admitted = runtime.admission.admit_pending()
+    coordinator.hand_off(runtime, admitted)
+    return len(admitted)
+
+
+#: An admitted run's launch is presumed lost after this long (its message may be queued
+#: behind others: a second launch is harmless, it launches once).
+LAUNCH_GRACE_MS = 10_000
+
+
+def _relaunch_lost_launches(runtime: Runtime) -> int:
+    waiting = runtime.admission.admitted_before(now_ms() - LAUNCH_GRACE_MS)
+    for execution_id in waiting:
+        runtime.admission.renew(execution_id)  # the reservation outlives the late launch
+        log.warning("execution %s was admitted but never launched; launching", execution_id)
+    coordinator.hand_off(runtime, waiting)
+    return len(waiting)
+
+
+def _requeue_orphans(runtime: Runtime, queues: QueueDepths) -> int:
+    """Send ``coordinator.start`` again for launchable runs nobody holds, seen twice."""
+    with runtime.db.session() as session:
+        launchable = session.scalars(
+            select(PipelineExecution.execution_id).where(
+                PipelineExecution.status.in_([str(s) for s in LAUNCHABLE])
             )
-            state.drop_finish_claim(execution_id)
-            coordinator.finish(runtime, execution_id)
-            counts["finished"] += 1
-            continue
-        if live and not _lost_stages(runtime, execution_id, records):
+        ).all()
+    key = redis_key("orphans")
+    suspects = {r for r in launchable if not runtime.admission.holds(r)}
+    if suspects and queues.depth(COORDINATOR_QUEUE) > 0:
+        suspects = set()  # their start may be waiting in the coordinator's backlog
+    seen_before = {_text(r) for r in runtime.redis.smembers(key)}
+    pipe = runtime.redis.pipeline(transaction=True)
+    pipe.delete(key)
+    if suspects:
+        pipe.sadd(key, *suspects)
+        pipe.expire(key, 3600)
+    pipe.execute()
+    orphans = sorted(suspects & seen_before)
+    for execution_id in orphans:
+        log.warning("execution %s was accepted but is held nowhere; queueing it", execution_id)
+        runtime.celery.send_task("coordinator.start", kwargs={"execution_id": execution_id})
+    return len(orphans)
+
+
+def _check_running(
+    runtime: Runtime, state: RunState, queues: QueueDepths, execution_id: str
+) -> str:
+    """Decide about one running execution; returns the count it falls under."""
+    live = state.exists(execution_id)
+    records = state.stages(execution_id) if live else {}
+    if live and _unfinished(runtime, state, execution_id, records):
+        log.warning("execution %s ran every stage but was never finished; finishing", execution_id)
+        state.drop_finish_claim(execution_id)
+        coordinator.finish(runtime, execution_id)
+        return "finished"
+    stalled = False
+    if live and not _lost_stages(runtime, execution_id, records):
+        stalled = _stalled(runtime, state, queues, execution_id, records)
+        if not stalled:
             runtime.admission.renew(execution_id)
-            counts["renewed"] += 1
-            continue
-        if live and _busy(runtime, execution_id, records):
-            runtime.admission.renew(execution_id)
-            continue  # some stage is still alive: wait for it before rerunning the rest
-        coordinator.persist(runtime, execution_id, records, state.packets(execution_id))
-        if not _may_auto_resume(runtime, execution_id):
-            coordinator.finish(
-                runtime,
-                execution_id,
-                status=ExecutionStatus.FAILED,
-                error=f"lost its workers or live state {MAX_AUTO_RESUMES} times in a row "
-                "without completing a stage",
-            )
-            counts["failed"] += 1
-            continue
-        log.warning("execution %s lost its live state or workers; resuming", execution_id)
-        with runtime.db.session() as session:
-            row = session.get(PipelineExecution, execution_id)
-            assert row is not None
-            row.status = ExecutionStatus.FAILED  # resumable from here
-        try:
-            resume(runtime, execution_id)
-            counts["resumed"] += 1
-        except OrchestratorError as exc:
-            coordinator.finish(
-                runtime,
-                execution_id,
-                status=ExecutionStatus.FAILED,
-                error=f"could not resume: {exc}",
-            )
-            counts["failed"] += 1
-    return counts
+            return "renewed"
+    elif live and _busy(runtime, execution_id, records):
+        runtime.admission.renew(execution_id)
+        return "alive"  # some stage is still alive: wait for it before rerunning the rest
+    coordinator.persist(runtime, execution_id, records, state.packets(execution_id))
+    if not _may_auto_resume(runtime, execution_id):
+        coordinator.finish(
+            runtime,
+            execution_id,
+            status=ExecutionStatus.FAILED,
+            error=f"lost its workers or live state {MAX_AUTO_RESUMES} times in a row "
+            "without completing a stage",
+        )
+        return "failed"
+    why = "stalled" if stalled else "lost its live state or workers"
+    log.warning("execution %s %s; resuming from its checkpoints", execution_id, why)
+    try:
+        resume(runtime, execution_id, automatic=True)
+    except OrchestratorError as exc:
+        coordinator.finish(
+            runtime, execution_id, status=ExecutionStatus.FAILED, error=f"could not resume: {exc}"
+        )
+        return "failed"
+    return "stalled" if stalled else "resumed"
 
 
 def _may_auto_resume(runtime: Runtime, execution_id: str) -> bool:
@@ -288,3 +389,73 @@ def _busy(runtime: Runtime, execution_id: str, records: dict[str, dict[str, Any]
         and _slot_alive(runtime, record["worker"], f"{execution_id}:{stage_id}")
         for stage_id, record in records.items()
     )
+
+
+def _stalled(
+    runtime: Runtime,
+    state: RunState,
+    queues: QueueDepths,
+    execution_id: str,
+    records: dict[str, dict[str, Any]],
+) -> bool:
+    """Nothing of the run moved for a lease period, no stage of it runs or waits to retry,
+    and no message is queued for its next stages: their messages were lost (a worker died
+    holding them unacknowledged, which the broker redelivers only after hours, or a launcher
+    died before sending the canvas). A backlog is not a stall: if the next stages' queues
+    hold messages or their worker types are at capacity, the run is only waiting its turn."""
+    if any(r.get("status") not in STAGE_ENDED for r in records.values()):
+        return False  # running, retrying or waiting for a slot: _lost_stages judges those
+    meta = state.meta(execution_id)
+    if meta.get("status") in RUN_HALTED or meta.get("launch") is None:
+        return False
+    plan = state.plan(execution_id)
+    upcoming = [
+        spec
+        for stage_id, spec in plan.items()
+        if stage_id not in records
+        and all(records.get(d, {}).get("status") in STAGE_ENDED for d in spec["depends_on"])
+    ]
+    if not upcoming:
+        return False
+    moments = [meta.get("started_ms") or 0]
+    for record in records.values():
+        moments += [record.get("started_at") or 0, record.get("completed_at") or 0]
+    if now_ms() - max(moments) < runtime.admission.lease_ttl_ms:
+        return False
+    for worker in {spec["worker"] for spec in upcoming}:
+        if queues.depth(worker) > 0 or queues.saturated(worker):
+            return False
+    return True
+
+
+class QueueDepths:
+    """Messages waiting in the broker per queue, and busy worker types, asked once a pass."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self._depths: dict[str, int] = {}
+
+    def depth(self, queue: str) -> int:
+        if queue not in self._depths:
+            self._depths[queue] = self._ask(queue)
+        return self._depths[queue]
+
+    def _ask(self, queue: str) -> int:
+        try:
+            with self.runtime.celery.connection_for_read() as connection:
+                channel = connection.default_channel
+                return int(channel.queue_declare(queue=queue, passive=True).message_count)
+        except Exception as exc:  # no such queue yet (nothing ever sent): nothing waits
+            log.debug("queue %s: %s", queue, exc)
+            return 0
+
+    def saturated(self, worker: str) -> bool:
+        """Every capacity slot of the worker type is taken: a message may wait in a worker's
+        prefetch buffer behind them."""
+        limit = self.runtime.pool.workers.max_for(worker)
+        active = self.runtime.redis.zcount(redis_key("slots", worker), now_ms(), "+inf")
+        return bool(limit) and active >= limit
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value

@@ -60,6 +60,10 @@ class RunState:
             pipe.expire(_run(execution_id, part), RUN_TTL_S)
         pipe.execute()
 
+    def drop(self, execution_id: str) -> None:
+        """Remove a live state that no stage will ever read (its launch was called off)."""
+        self.redis.delete(*(_run(execution_id, part) for part in ("", "plan", "stages", "packets")))
+
     def exists(self, execution_id: str) -> bool:
         return bool(self.redis.exists(_run(execution_id, "plan")))
 

@@ -71,8 +71,9 @@ class Runtime:
     @cached_property
     def admission(self) -> Admission:
         from orchestrator.admission import Admission
+        from orchestrator.ledger import usage_totals
 
-        return Admission(self.redis, self.pool)
+        return Admission(self.redis, self.pool, ledger=lambda now: usage_totals(self.db, now))
 
     def close(self) -> None:
         for name in ("redis", "db"):

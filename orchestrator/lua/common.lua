@@ -18,6 +18,9 @@
 local P = ARGV[1]
 local Q = P .. 'q'
 local PENDING = '#pending'
+-- Field '#seeded' says the counters were rebuilt from the database's ledger since Redis
+-- started (a restart without persistence forgets them; see seed.lua).
+local SEEDED = '#seeded'
 
 local function now_ms()
   local t = redis.call('TIME')
@@ -109,4 +112,11 @@ local function take(run, needs, st, day, month)
     end
   end
   save(st, {'@' .. run, table.concat(lease, ' ')})
+end
+
+-- Note an admitted run where the reconciler finds it until its launch removes it: whatever
+-- admits a run (reserve, a release, the reconciler), its launch cannot be lost with the
+-- process that admitted it.
+local function admitted(run, now)
+  redis.call('ZADD', P .. 'admitted', now, run)
 end

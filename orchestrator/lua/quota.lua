@@ -57,6 +57,7 @@ local function give_back(run)
   end
   redis.call('HDEL', Q, field)
   redis.call('ZREM', P .. 'leases', run)
+  redis.call('ZREM', P .. 'admitted', run)
 end
 
 -- Leases past their deadline belong to dead holders: their units come back here.
@@ -122,7 +123,7 @@ end
 
 -- Admit waiting runs strictly in queue order (priority, then arrival) while they fit.
 local function admit_pending(limits, now, ttl)
-  local admitted = {}
+  local runs = {}
   local day, month = day_month(now)
   for _ = 1, 100 do
     local head = redis.call('ZRANGE', P .. 'pending', 0, 0)[1]
@@ -134,8 +135,9 @@ local function admit_pending(limits, now, ttl)
     redis.call('ZADD', P .. 'leases', now + ttl, head)
     redis.call('ZREM', P .. 'pending', head)
     redis.call('HDEL', P .. 'pending:needs', head)
-    admitted[#admitted + 1] = head
+    admitted(head, now)
+    runs[#runs + 1] = head
   end
-  if #admitted > 0 then pending_changed() end
-  return admitted
+  if #runs > 0 then pending_changed() end
+  return runs
 end

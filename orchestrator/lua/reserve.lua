@@ -1,11 +1,13 @@
 -- Admit a whole run, all or nothing. ARGV = prefix, run, priority rank (0 high, 1 normal,
 -- 2 low), wait ('1'/'0'), then per resource: name, quantity. TTL (the lease, ms) is compiled
 -- in by admission.py for its pool, and so are the limits: `-- @limits` sets daily, monthly,
--- rate (0: none) of `res`, and limits_of(resource) returns them. Returns 1 when admitted,
--- else {status, reasons_json, retry_ms}.
--- The common path is four commands whatever the run needs: TIME, ZADD NX (the lease's
+-- rate (0: none) of `res`, and limits_of(resource) returns them. Returns 1 when admitted
+-- (the run is noted in P..'admitted' too, where the reconciler finds it if its launch is
+-- lost), else {status, reasons_json, retry_ms}: status 'unseeded' means the quota counters
+-- are not in Redis (a restart lost them) and the caller rebuilds them from the ledger first.
+-- The common path is five commands whatever the run needs: TIME, ZADD NX (the lease's
 -- deadline, doubling as the "already admitted" check), one HMGET and one HSET of the quota
--- state (the lease included). Its most common case, a run of one resource counted today
+-- state (the lease included), one ZADD to 'admitted'. Its most common case, a run of one resource counted today
 -- with no run waiting, is the fast path below: flat locals, no tables, no closures
 -- (common.lua's helpers are built after it, at `-- @common`). Any other case falls through
 -- to the general path with the same `now` and ZADD result, which decides it from scratch.
@@ -16,9 +18,9 @@ local leases = ARGV[1] .. 'leases'
 local added = redis.call('ZADD', leases, 'NX', now + TTL, run)
 if added == 1 and #ARGV == 6 then
   local res, q, key = ARGV[5], tonumber(ARGV[6]), ARGV[1] .. 'q'
-  local v = redis.call('HMGET', key, '#pending', res)
+  local v = redis.call('HMGET', key, '#pending', res, '#seeded')
   local s = v[2]
-  if q and q > 0 and s and #s == 56 and (not v[1] or tonumber(v[1]) == 0) then
+  if q and q > 0 and s and #s == 56 and v[3] and (not v[1] or tonumber(v[1]) == 0) then
     local d, du, m, mu, held, cool, tat = struct.unpack('<ddddddd', s)
     local day = math.floor(now / 86400000)
     -- @limits
@@ -28,12 +30,17 @@ if added == 1 and #ARGV == 6 then
       and not (rate > 0 and tat - now > 60000 - 60000 / rate) then
       redis.call('HSET', key, res, struct.pack('<ddddddd', d, du + q, m, mu + q, held + q, cool, tat),
         '@' .. run, day .. ' ' .. m .. ' ' .. res .. ' ' .. ARGV[6])
+      redis.call('ZADD', ARGV[1] .. 'admitted', now, run)
       return 1
     end
   end
 end
 -- @common
 -- @limits_of
+if redis.call('HEXISTS', Q, SEEDED) == 0 then
+  if added == 1 then redis.call('ZREM', leases, run) end
+  return {'unseeded', '[]', 0}
+end
 local rank, wait, ttl = tonumber(ARGV[3]), ARGV[4], TTL
 local needs, names = {}, {}
 for i = 5, #ARGV, 2 do
@@ -45,7 +52,7 @@ end
 -- A lease of this run that lapsed is given back and taken anew.
 local lapsed = false
 if added == 0 then
-  if tonumber(redis.call('ZSCORE', leases, run)) > now then return 1 end
+  if tonumber(redis.call('ZSCORE', leases, run)) > now then return 1 end  -- admitted before
   lapsed = true
 end
 local st, waiting = load(names)
@@ -54,6 +61,7 @@ local month = known_month(st, day)
 if not month then day, month = day_month(now) end
 if not lapsed and waiting == 0 and fits(needs, st, day, month, now) then
   take(run, needs, st, day, month)
+  admitted(run, now)
   return 1
 end
 -- The slow path: reasons, runs waiting ahead, the queue.
@@ -64,6 +72,7 @@ if lapsed then
   st, waiting = load(names)
   if waiting == 0 and fits(needs, st, day, month, now) then
     take(run, needs, st, day, month)
+    admitted(run, now)
     return 1
   end
 end
@@ -87,6 +96,7 @@ if short and not short[1] and reclaim(now) > 0 then
 end
 if not short and ahead == 0 then
   take(run, needs, st, day, month)
+  admitted(run, now)
   return 1
 end
 redis.call('ZREM', leases, run)

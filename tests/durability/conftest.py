@@ -35,7 +35,7 @@ from orchestrator.run_state import RunState
 from orchestrator.runtime import Runtime
 from orchestrator.settings import Settings
 from orchestrator.storage import ObjectStore
-from orchestrator.supervisor import WorkerFleet, start_worker, wait_ready
+from orchestrator.supervisor import WorkerFleet, start_api, start_worker, wait_ready
 from tests.conftest import ROOT
 
 HERE = Path(__file__).resolve().parent
@@ -415,6 +415,15 @@ def stack(
             built.runtime.close()
         s3.stop()
         redis_server.stop()
+
+
+@pytest.fixture(scope="package")
+def stack_api(stack: Stack) -> Iterator[str]:
+    """A real ``orchestrator api`` process on the suite's private services; its URL."""
+    port = free_ports(1)[0]
+    process = start_api(stack.settings, port)
+    yield f"http://127.0.0.1:{port}"
+    _end(process, signal.SIGTERM)
 
 
 @pytest.fixture

@@ -72,11 +72,16 @@ def check_completed_once(stack: Stack, execution_id: str, resumes: int) -> None:
     assert stack.usage_rows_per_stage(execution_id) == {f"{execution_id}.{s}": 1 for s in STAGES}
     price = stack.runtime.pool.price("openai_api")
     assert execution.total_cost_usd == pytest.approx(len(STAGES) * TOKENS * price)
-    # The event stream (reset by each resume) holds one start per stage that ran since,
-    # and ends with the final event: no stale task wrote after the run was closed.
+    # One event stream for the whole run (an automatic resume does not reset it): it tells
+    # of each recovery, has exactly one final event, at the end (no stale task wrote after
+    # the run was closed), and since the last recovery one start per stage that ran again.
     seen = [e for _, e in stack.events(execution_id)]
+    assert [e["type"] for e in seen].count("final") == 1
     assert seen[-1]["type"] == "final" and seen[-1]["status"] == "completed"
-    starts = [e["stage"] for e in seen if e.get("type") == "stage" and e["status"] == "running"]
+    recoveries = [i for i, e in enumerate(seen) if e.get("status") == "recovering"]
+    assert len(recoveries) == resumes
+    since = seen[recoveries[-1] :] if recoveries else seen
+    starts = [e["stage"] for e in since if e.get("type") == "stage" and e["status"] == "running"]
     assert len(starts) == len(set(starts)), starts
 
 
