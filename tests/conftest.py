@@ -28,6 +28,9 @@ PG_DATABASE = os.environ.get("ORCH_TEST_DATABASE", "orchestrator_test")
 PG_ADMIN_URL = os.environ.get("ORCH_TEST_PG_ADMIN", "postgresql://postgres@127.0.0.1:5432/postgres")
 S3_BUCKET = os.environ.get("ORCH_TEST_S3_BUCKET", "orch-test")
 
+#: The live stack's fixtures (fleet, API process), registered once for every tier that uses them.
+pytest_plugins = ("tests.live",)
+
 
 def _unavailable(what: str, exc: Exception) -> None:
     if CI:

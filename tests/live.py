@@ -1,4 +1,6 @@
-"""End-to-end fixtures: real worker processes (one per queue) on the suite's services."""
+"""A live stack on the suite's services: real worker processes (one per queue), a real
+``orchestrator api`` process and keys of every scope. Loaded for every tier by the root
+conftest (``pytest_plugins``), so the e2e and security tiers share one fleet and one API."""
 
 from __future__ import annotations
 
