@@ -22,6 +22,7 @@ from redis.exceptions import NoScriptError
 from orchestrator.constants import RUN_HALTED, StageStatus, redis_key
 from orchestrator.core.handshake import DataRef, HandshakePacket, NextStage, Summary
 from orchestrator.core.retry import RetryPolicy, compute_backoff, retry_after_of, should_retry
+from orchestrator.db import PipelineExecution
 from orchestrator.errors import OrchestratorError, TransientStageError
 from orchestrator.lease_keeper import LeaseKeeper
 from orchestrator.run_sink import RunSink, remaining_ms
@@ -79,7 +80,11 @@ def run_stage(
         return Outcome(state.packets(execution_id).get(stage_id))  # redelivered: already done
     stage = _Stage(runtime, state, execution_id, stage_id, spec, meta, attempt, task_id)
     if meta.get("status") in RUN_HALTED:
-        return stage.finish_without_running(StageStatus.CANCELLED, "the run was stopped")
+        # Once the run's finish began, its final event is out: this stage adds no event after it.
+        closed = meta.get("finishing") is not None
+        return stage.finish_without_running(
+            StageStatus.CANCELLED, "the run was stopped", quiet=closed
+        )
     stopped_by = [d for d, p in upstream.items() if not p["summary"]["continue"]]
     if stopped_by:
         return stage.finish_without_running(
@@ -144,7 +149,9 @@ class _Stage:
             next=NextStage(**nxt),
         ).to_wire()
 
-    def finish_without_running(self, status: StageStatus, reason: str) -> Outcome:
+    def finish_without_running(
+        self, status: StageStatus, reason: str, *, quiet: bool = False
+    ) -> Outcome:
         ref = DataRef(
             storage_type="none",
             storage_key="",
@@ -158,7 +165,7 @@ class _Stage:
             self.execution_id,
             self.stage_id,
             self.record,
-            event=self.event(status, reason),
+            event=None if quiet else self.event(status, reason),
             packet=packet,
         )
         return Outcome(packet)
@@ -171,7 +178,15 @@ class _Stage:
         cache_key = None
         if self.spec["cache"]["enabled"] and action.cacheable:
             cache_key = redis_key(
-                "cache", digest(action.worker_type, action.name, action.version, params, input_sums)
+                "cache",
+                digest(
+                    action.worker_type,
+                    action.name,
+                    action.version,
+                    params,
+                    input_sums,
+                    self._cache_owner(),
+                ),
             )
             hit = self._cache_hit(cache_key)
             if hit is not None:
@@ -277,6 +292,19 @@ class _Stage:
         pipe.execute()
         return Outcome(packet)
 
+    def _cache_owner(self) -> list[str | None]:
+        """Whose results a cache hit may return: by default only this run's client's (another
+        client's output, and its run id in the storage key, would leak); everyone's when the
+        template says ``cache: {shared: true}``."""
+        if self.spec["cache"].get("shared"):
+            return ["shared"]
+        if "client_id" in self.meta:
+            return ["client", self.meta["client_id"]]
+        # Runs launched before the meta carried it: one primary-key read, cached stages only.
+        with self.runtime.db.session() as session:
+            execution = session.get(PipelineExecution, self.execution_id)
+            return ["client", execution.client_id if execution is not None else None]
+
     def _cache_hit(self, cache_key: str) -> Outcome | None:
         raw = self.runtime.redis.get(cache_key)
         if raw is None:
@@ -306,20 +334,22 @@ class _Stage:
         return Outcome(packet)
 
     def _settle(self, used: dict[str, float]) -> float:
-        """Record actual usage and refund what the reservation held beyond it."""
+        """Record actual usage and refund what the reservation held beyond it.
+
+        The ledger first: it is the record of what was spent (quota counters are rebuilt
+        from it after a Redis restart), so a stage run again after its first settlement
+        counts nothing a second time, even when Redis forgot that settlement.
+        """
         from orchestrator.ledger import record_usage
 
         reserved: dict[str, float] = self.spec.get("resources") or {}
         cost = 0.0
         for resource in sorted(set(reserved) | set(used)):
             actual = used.get(resource, 0.0)
-            self.runtime.admission.settle(
-                self.execution_id, self.stage_id, resource, reserved.get(resource, 0.0), actual
-            )
             if actual:
                 price = self.runtime.pool.price(resource)
                 cost += actual * price
-                record_usage(
+                first = record_usage(
                     self.runtime.db,
                     execution_id=self.execution_id,
                     stage_id=f"{self.execution_id}.{self.stage_id}",
@@ -328,6 +358,10 @@ class _Stage:
                     cost_usd=actual * price,
                     idempotency_key=f"{self.execution_id}:{self.stage_id}:{resource}",
                 )
+                actual = actual if first else 0.0
+            self.runtime.admission.settle(
+                self.execution_id, self.stage_id, resource, reserved.get(resource, 0.0), actual
+            )
         return round(cost, 10)
 
     def _failed(self, error: BaseException, started: float) -> Outcome:

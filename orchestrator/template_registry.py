@@ -18,14 +18,34 @@ from orchestrator.db import Database, TemplateVersion
 from orchestrator.errors import NotFound, ValidationFailed
 
 
+class _TemplateLoader(yaml.SafeLoader):
+    """``SafeLoader`` without aliases: a few hundred bytes of nested ``*refs`` expand to
+    gigabytes once loaded, past any limit on the text. A template never needs them."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.MarkedYAMLError(
+                problem=f"aliases (*{event.anchor}) are not allowed in templates; "
+                "write the value out",
+                problem_mark=event.start_mark,
+            )
+        return super().compose_node(parent, index)
+
+
 def parse_yaml(text: str, *, source: str = "template") -> Template:
     """Parse YAML text into a validated template; syntax errors name the line."""
+    loader = _TemplateLoader(text)
     try:
-        data = yaml.safe_load(text)
+        data = loader.get_single_data()
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{source}:{mark.line + 1}" if mark else source
         raise ValidationFailed(f"{where}: invalid YAML: {getattr(exc, 'problem', exc)}") from None
+    except RecursionError:  # PyYAML composes recursively
+        raise ValidationFailed(f"{source}: invalid YAML: nested too deeply") from None
+    finally:
+        loader.dispose()
     return parse_template(data if data is not None else {})
 
 

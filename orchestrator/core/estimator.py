@@ -6,6 +6,7 @@ sample counts) and the pool's prices; ``POST /estimate`` and ``submit`` call ``e
 
 from __future__ import annotations
 
+import graphlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -57,8 +58,14 @@ FULL_CONFIDENCE_SAMPLES = 20
 
 def critical_path_ms(stages: Sequence[BoundStage], times: Mapping[str, int] | None = None) -> int:
     """The longest chain of stage times through the DAG: the run's time if nothing waits."""
+    by_id = {stage.id: stage for stage in stages}
+    # Template order need not put dependencies first (a template may list them last).
+    order = graphlib.TopologicalSorter({s.id: s.depends_on for s in stages}).static_order()
     finish: dict[str, int] = {}
-    for stage in stages:  # bound stages come in template order, dependencies first
+    for stage_id in order:
+        stage = by_id.get(stage_id)
+        if stage is None:  # a dependency outside ``stages`` (a checkpoint of a resumed run)
+            continue
         own = (times or {}).get(stage.id, stage.estimate.time_ms)
         finish[stage.id] = own + max((finish.get(d, 0) for d in stage.depends_on), default=0)
     return max(finish.values(), default=0)

@@ -92,22 +92,40 @@ class _Builder:
         self.exact = True
 
     def decompose(self, nodes: list[str]) -> Node:
-        if len(nodes) == 1:
-            return Step(nodes[0])
-        components = self._components(nodes)
-        if len(components) > 1:
-            return Parallel(tuple(self.decompose(c) for c in components))
+        # Series cuts are taken in a loop, not by recursing on the rest: a chain of 1,000
+        # stages would otherwise nest 1,000 calls deep.
+        parts: list[Node] = []
+        while True:
+            if len(nodes) == 1:
+                parts.append(Step(nodes[0]))
+                break
+            components = self._components(nodes)
+            if len(components) > 1:
+                parts.append(Parallel(tuple(self.decompose(c) for c in components)))
+                break
+            cut = self._series_cut(nodes)
+            if cut is None:
+                # Not series-parallel: run this part's sources first, then the rest.
+                self.exact = False
+                members = set(nodes)
+                heads = [n for n in nodes if not (set(self.deps[n]) & members)]
+                cut_off = set(heads)
+                parts.append(self.decompose(heads))
+                nodes = [n for n in nodes if n not in cut_off]
+                continue
+            parts.append(self.decompose(nodes[:cut]))
+            nodes = nodes[cut:]
+        return parts[0] if len(parts) == 1 else _series(*parts)
+
+    def _series_cut(self, nodes: list[str]) -> int | None:
+        """The shortest prefix that every later source depends on entirely, if any."""
         members = set(nodes)
         for k in range(1, len(nodes)):
             prefix, rest = set(nodes[:k]), nodes[k:]
             sources = [y for y in rest if not (set(self.deps[y]) & (members - prefix))]
             if all(prefix <= self.ancestors[y] for y in sources):
-                return _series(self.decompose(nodes[:k]), self.decompose(rest))
-        # Not series-parallel: run this part's sources first, then the rest.
-        self.exact = False
-        heads = [n for n in nodes if not (set(self.deps[n]) & members)]
-        tail = [n for n in nodes if n not in set(heads)]
-        return _series(self.decompose(heads), self.decompose(tail))
+                return k
+        return None
 
     def _components(self, nodes: list[str]) -> list[list[str]]:
         """Weakly connected components, each in topological order."""

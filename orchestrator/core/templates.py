@@ -8,8 +8,10 @@ copies, each with ``shard`` and ``shards`` in its params; dependents wait for al
 
 from __future__ import annotations
 
+import graphlib
 import hashlib
 import json
+import math
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal
@@ -21,6 +23,8 @@ from orchestrator.errors import ValidationFailed
 #: The longest a stage may run; Celery's visibility timeout is set above it.
 MAX_STAGE_TIMEOUT_S = 3600
 MAX_SHARDS = 256
+#: Deepest nesting of lists and mappings a template or a parameter value may hold.
+MAX_DEPTH = 64
 REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_\-]*$"
 PYTHON_TYPES: dict[str, tuple[type, ...]] = {
@@ -34,7 +38,8 @@ PYTHON_TYPES: dict[str, tuple[type, ...]] = {
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # NaN and infinities would be accepted here and then break every JSON that carries them.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class Parameter(_Strict):
@@ -56,6 +61,9 @@ class RetrySpec(_Strict):
 class CacheSpec(_Strict):
     enabled: bool = False
     ttl_s: int = Field(default=3600, gt=0, le=30 * 24 * 3600)
+    #: Whether one client may be served a result another client's run produced; off by
+    #: default, so a cached output (and the run id in its storage key) stays with its client.
+    shared: bool = False
 
 
 class EstimateHint(_Strict):
@@ -133,6 +141,7 @@ def parse_template(data: Mapping[str, Any]) -> Template:
     """Validate the shape; then references, dependencies and cycles (no worker check)."""
     if not isinstance(data, Mapping):
         raise _fail("template", "must be a mapping")
+    check_tree("", data)
     try:
         template = Template.model_validate(data)
     except ValidationError as exc:
@@ -192,26 +201,54 @@ def check_workers(template: Template, known: Mapping[str, Iterable[str]]) -> Non
 
 
 def find_cycle(graph: Mapping[str, Iterable[str]]) -> list[str] | None:
-    """A dependency cycle as a path ``[a, b, a]``, or None."""
-    state: dict[str, int] = {}
-    stack: list[str] = []
+    """A dependency cycle as a path ``[a, b, a]`` (each depends on the next), or None.
 
-    def visit(node: str) -> list[str] | None:
-        state[node] = 1
-        stack.append(node)
-        for nxt in graph.get(node, ()):
-            if state.get(nxt) == 1:
-                return [*stack[stack.index(nxt) :], nxt]
-            if nxt not in state and (found := visit(nxt)):
-                return found
-        stack.pop()
-        state[node] = 2
-        return None
-
-    for node in graph:
-        if node not in state and (found := visit(node)):
-            return found
+    graphlib searches iteratively: a long chain cannot exhaust the recursion limit.
+    """
+    try:
+        graphlib.TopologicalSorter(graph).prepare()
+    except graphlib.CycleError as exc:
+        # graphlib lists each node before its dependent; start from the first node named.
+        cycle = list(reversed(exc.args[1][1:]))
+        position = {node: index for index, node in enumerate(graph)}
+        first = min(range(len(cycle)), key=lambda i: position.get(cycle[i], len(position)))
+        cycle = cycle[first:] + cycle[:first]
+        return [*cycle, cycle[0]]
     return None
+
+
+def check_tree(where: str, value: Any) -> None:
+    """Refuse what JSON and the database cannot carry: NaN or infinite numbers, text with a
+    lone surrogate, nesting deeper than ``MAX_DEPTH``. Iterative, so depth cannot crash it.
+
+    ``where`` names ``value`` in errors ("" for a whole template)."""
+    stack = [(where, value, 0)]
+    while stack:
+        path, item, depth = stack.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            raise _fail(path or "template", f"{item} is not a finite number")
+        if isinstance(item, str) and not _is_unicode(item):
+            raise _fail(path or "template", "text with a lone surrogate is not valid Unicode")
+        if isinstance(item, Mapping | list | tuple):
+            if depth >= MAX_DEPTH:
+                raise _fail(path or "template", f"nested deeper than {MAX_DEPTH} levels")
+            children = item.items() if isinstance(item, Mapping) else enumerate(item)
+            for key, child in children:
+                if isinstance(key, str) and not _is_unicode(key):
+                    raise _fail(path or "template", "a key with a lone surrogate is not valid")
+                if isinstance(key, int):
+                    child_path = f"{path}[{key}]"
+                else:
+                    child_path = f"{path}.{key}" if path else str(key)
+                stack.append((child_path, child, depth + 1))
+
+
+def _is_unicode(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _references(value: Any) -> set[str]:
@@ -225,6 +262,7 @@ def _references(value: Any) -> set[str]:
 
 
 def _check_value(where: str, parameter: Parameter, value: Any) -> None:
+    check_tree(where, value)
     types = PYTHON_TYPES[parameter.type]
     if isinstance(value, bool) and bool not in types:
         raise _fail(where, f"expected {parameter.type}, got boolean")
