@@ -5,28 +5,33 @@ from __future__ import annotations
 from importlib import resources as package_files
 from typing import Any
 
-from flask import Response, current_app, g, jsonify
+from flask import Response, current_app, g, jsonify, request
 from flask_openapi3 import APIBlueprint, Tag
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from orchestrator.auth import Scope
+from orchestrator.auth import Scope, authenticate
 from orchestrator.health import check_dependencies
 
 api = APIBlueprint("ops", __name__, abp_tags=[Tag(name="ops")])
 
+#: Keys that see each dependency's state on /health (its host, its error).
+DETAILS_SCOPES = {Scope.MONITOR, Scope.ADMIN}
+
 
 @api.get("/health")
 def health() -> Response:
-    """Liveness of the API and each dependency; 503 when one is down. No key needed."""
+    """Liveness, 503 when a dependency is down; no key needed. Each dependency's state
+    (hosts, errors) only to a monitor key: to anyone else it maps the deployment."""
     runtime = current_app.extensions["orchestrator"]
     probes = check_dependencies(runtime.settings)
     ok = all(p.ok for p in probes)
-    response = jsonify(
-        {
-            "status": "ok" if ok else "degraded",
-            "dependencies": {p.name: p.as_dict() for p in probes},
-        }
-    )
+    body: dict[str, Any] = {"status": "ok" if ok else "degraded"}
+    header = request.headers.get("Authorization")
+    database_up = any(p.name == "database" and p.ok for p in probes)
+    # The key is checked only when the database can answer, so /health never waits on it.
+    if header and database_up and authenticate(runtime.db, header).scope in DETAILS_SCOPES:
+        body["dependencies"] = {p.name: p.as_dict() for p in probes}
+    response = jsonify(body)
     response.status_code = 200 if ok else 503
     return response
 
@@ -50,4 +55,5 @@ def dashboard() -> Response:
     """The monitoring page (open it as /dashboard?key=<monitor key> in a browser)."""
     g.principal.require(Scope.MONITOR)
     page = (package_files.files("orchestrator") / "static" / "dashboard.html").read_text()
-    return Response(page, mimetype="text/html")
+    # The page is opened as /dashboard?key=...: no Referer may carry that URL onwards.
+    return Response(page, mimetype="text/html", headers={"Referrer-Policy": "no-referrer"})

@@ -54,6 +54,9 @@ def api(settings: Settings, host: str, port: int, processes: int, connections: i
         "5",
         "--access-logfile",
         "-",
+        # No credential from a URL (/dashboard?key=) or a header reaches the access log.
+        "--logger-class",
+        "orchestrator.api.access_log.RedactingLogger",
     ]
     sys.argv = argv
     WSGIApplication("%(prog)s [OPTIONS] [APP_MODULE]").run()
