@@ -1,18 +1,30 @@
-"""Probes of every dependency: used at process start (fail fast) and by ``GET /health``."""
+"""Probes of every dependency: used at process start (fail fast) and by ``GET /health``.
+
+Every probe has a short timeout of its own and all of them run side by side under one
+deadline, so a frozen dependency (accepting connections, answering nothing) makes ``/health``
+report it down in seconds instead of hanging for as long as that client would retry.
+"""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import redis
+import urllib3
 from kombu import Connection
 
 from orchestrator.db.session import Database
 from orchestrator.errors import ConfigError
 from orchestrator.settings import Settings
 from orchestrator.storage import ObjectStore
+
+#: Seconds each probe's client waits to connect or for an answer.
+PROBE_TIMEOUT_S = 2
+#: Seconds after which a probe that has not returned is reported down, whatever it does.
+DEADLINE_S = 3.0
 
 
 @dataclass(frozen=True)
@@ -35,7 +47,11 @@ class Probe:
 
 
 def _redis(settings: Settings) -> None:
-    client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=2, socket_timeout=2)
+    client = redis.Redis.from_url(
+        settings.redis_url,
+        socket_connect_timeout=PROBE_TIMEOUT_S,
+        socket_timeout=PROBE_TIMEOUT_S,
+    )
     try:
         client.ping()
     finally:
@@ -43,12 +59,12 @@ def _redis(settings: Settings) -> None:
 
 
 def _broker(settings: Settings) -> None:
-    with Connection(settings.broker_url, connect_timeout=2) as connection:
-        connection.ensure_connection(max_retries=1, timeout=2)
+    with Connection(settings.broker_url, connect_timeout=PROBE_TIMEOUT_S) as connection:
+        connection.ensure_connection(max_retries=1, timeout=PROBE_TIMEOUT_S)
 
 
 def _database(settings: Settings) -> None:
-    database = Database(settings)
+    database = Database(settings, connect_timeout_s=PROBE_TIMEOUT_S)
     try:
         database.ping()
     finally:
@@ -56,7 +72,8 @@ def _database(settings: Settings) -> None:
 
 
 def _storage(settings: Settings) -> None:
-    ObjectStore(settings).ping()
+    timeout = urllib3.Timeout(connect=PROBE_TIMEOUT_S, read=PROBE_TIMEOUT_S)
+    ObjectStore(settings, timeout=timeout, retries=0).ping()
 
 
 PROBES: dict[str, tuple[str, Callable[[Settings], None]]] = {
@@ -80,7 +97,23 @@ def probe(settings: Settings, name: str) -> Probe:
 
 
 def check_dependencies(settings: Settings, names: tuple[str, ...] = tuple(PROBES)) -> list[Probe]:
-    return [probe(settings, name) for name in names]
+    """Every probe at once; one still running at the deadline is reported down."""
+    results: dict[str, Probe] = {}
+
+    def run(name: str) -> None:
+        results[name] = probe(settings, name)
+
+    threads = [threading.Thread(target=run, args=(name,), daemon=True) for name in names]
+    deadline = time.monotonic() + DEADLINE_S
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    return [
+        results.get(name)
+        or Probe(name, PROBES[name][0], False, DEADLINE_S * 1000, f"no answer in {DEADLINE_S} s")
+        for name in names
+    ]
 
 
 def require(settings: Settings, names: tuple[str, ...] = tuple(PROBES)) -> None:

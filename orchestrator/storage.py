@@ -67,12 +67,21 @@ def _meta(headers: dict[str, str], name: str) -> str | None:
 class ObjectStore:
     """One bucket of an S3-compatible server; the bucket is created on first use."""
 
-    def __init__(self, settings: Settings, *, bucket: str | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        bucket: str | None = None,
+        timeout: urllib3.Timeout | None = None,
+        retries: int = 2,
+    ) -> None:
         self.bucket = bucket or settings.s3_bucket
         self.default_ttl = timedelta(seconds=settings.output_ttl_s)
         http = urllib3.PoolManager(
-            timeout=urllib3.Timeout(connect=3, read=60),
-            retries=urllib3.Retry(total=2, backoff_factor=0.2, status_forcelist=(502, 503, 504)),
+            timeout=timeout or urllib3.Timeout(connect=3, read=60),
+            retries=urllib3.Retry(
+                total=retries, backoff_factor=0.2, status_forcelist=(502, 503, 504)
+            ),
             maxsize=16,
         )
         self.client = Minio(

@@ -182,7 +182,8 @@ def start_api(settings: Settings, port: int, *, timeout_s: float = 60.0) -> subp
         if process.poll() is not None:
             raise DependencyUnavailable(f"the API exited with {process.returncode}; see {log_path}")
         try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code in {200, 503}:
+            # /health answers within its probes' deadline (a few seconds), even when one hangs.
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=10).status_code in {200, 503}:
                 return process
         except httpx.HTTPError:
             time.sleep(0.2)

@@ -18,16 +18,21 @@ from orchestrator.settings import Settings
 class Database:
     """One engine per process; ``session()`` is a unit of work that commits or rolls back."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, connect_timeout_s: int | None = None) -> None:
         url = settings.database_url
         kwargs: dict[str, object] = {"pool_pre_ping": True}
         if url.startswith("sqlite"):
             path = url.split("///", 1)[-1]
             if path and path != ":memory:":
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
-            kwargs["connect_args"] = {"timeout": 30, "check_same_thread": False}
+            kwargs["connect_args"] = {
+                "timeout": connect_timeout_s or 30,
+                "check_same_thread": False,
+            }
         else:
             kwargs.update(pool_size=5, max_overflow=10)
+            if connect_timeout_s is not None:
+                kwargs["connect_args"] = {"connect_timeout": connect_timeout_s}
         self.engine: Engine = create_engine(url, **kwargs)
         if url.startswith("sqlite"):
             event.listen(self.engine, "connect", _sqlite_pragmas)
