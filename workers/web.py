@@ -4,9 +4,12 @@ Feed and catalogue URLs come from users, so every request, redirects included, g
 ``check_url`` first: only http(s) to public addresses, unless ``Settings.allow_private_urls``.
 The one loopback exception is the shipped corpus origin (``orchestrator.corpus``), and only
 that exact scheme, host and port. Addresses are checked after resolving the name, every one
-of them; the connection itself resolves again, so a name that re-resolves to a private address
-between the check and the connect (DNS rebinding) is not caught: run workers without access to
-internal networks if that matters.
+of them, and the connection is made to an address checked by the connect itself (``Pinned``):
+a name that re-resolves to a private address between the check and the connect (DNS rebinding)
+is refused there too. IPv6 addresses that carry an IPv4 one (mapped, 6to4, NAT64, Teredo,
+IPv4-compatible) are judged by that IPv4 address as well. Errors name the URL and the host,
+never the address it resolved to: a stage error must not turn the workers into a resolver of
+internal names.
 """
 
 from __future__ import annotations
@@ -15,11 +18,15 @@ import functools
 import ipaddress
 import os
 import socket
+import ssl
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urljoin, urlsplit
+from urllib.request import getproxies
 
+import certifi
+import httpcore
 import httpx
 
 from orchestrator.constants import redis_key
@@ -54,12 +61,19 @@ def check_url(url: str, settings: Settings) -> None:
         raise ValidationFailed(f"refused {url!r}: bad port") from None
     if settings.allow_private_urls or is_corpus_url(url, settings):
         return
-    for address in _addresses(parts.hostname, port):
-        if not is_public(address):
-            raise ValidationFailed(
-                f"refused {url!r}: {parts.hostname} is a private, loopback, link-local or "
-                f"reserved address ({address}); set ORCH_ALLOW_PRIVATE_URLS=true to allow it"
-            )
+    public_addresses(parts.hostname, port, what=repr(url))
+
+
+def public_addresses(host: str, port: int, *, what: str) -> list[str]:
+    """Every address ``host`` resolves to, all public, or ``ValidationFailed`` naming ``what``
+    and the host (never the address: that would answer lookups of internal names)."""
+    addresses = _addresses(host, port)
+    if not all(is_public(address) for address in addresses):
+        raise ValidationFailed(
+            f"refused {what}: {host} is or resolves to a private, loopback, link-local or "
+            "reserved address; set ORCH_ALLOW_PRIVATE_URLS=true to allow it"
+        )
+    return addresses
 
 
 def _addresses(host: str, port: int) -> list[str]:
@@ -73,11 +87,39 @@ def _addresses(host: str, port: int) -> list[str]:
     return sorted({str(info[4][0]) for info in infos})
 
 
+#: NAT64 prefixes: the well-known one embeds an IPv4 address in its last 32 bits; the
+#: local-use one (RFC 8215) reaches whatever the operator's translator reaches.
+NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+NAT64_LOCAL = ipaddress.IPv6Network("64:ff9b:1::/48")
+
+
 def is_public(address: str) -> bool:
-    """Whether an IP address is globally routable unicast (IPv4-mapped IPv6 included)."""
+    """Whether an IP address is globally routable unicast, and so is every IPv4 address an
+    IPv6 one carries (a 6to4 ``2002:7f00:1::1`` is 127.0.0.1 to a 6to4 relay)."""
     ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip in NAT64_LOCAL:
+            return False
+        embedded = _embedded_ipv4(ip)
+        if embedded and not all(_is_public_ip(v4) for v4 in embedded):
+            return False
+        if ip.ipv4_mapped is not None:
+            return True  # judged by its IPv4 address alone
+    return _is_public_ip(ip)
+
+
+def _embedded_ipv4(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    found = [a for a in (ip.ipv4_mapped, ip.sixtofour) if a is not None]
+    if ip.teredo is not None:
+        found.extend(ip.teredo)
+    high = ip.packed[:12]
+    if ip in NAT64 or high == bytes(12) or high == bytes(8) + b"\xff\xff\x00\x00":
+        # NAT64, IPv4-compatible (::a.b.c.d) and IPv4-translated (::ffff:0:a.b.c.d)
+        found.append(ipaddress.IPv4Address(ip.packed[12:]))
+    return found
+
+
+def _is_public_ip(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     return ip.is_global and not (
         ip.is_private
         or ip.is_loopback
@@ -86,6 +128,43 @@ def is_public(address: str) -> bool:
         or ip.is_multicast
         or ip.is_unspecified
     )
+
+
+class PinnedBackend(httpcore.SyncBackend):
+    """Connects to an address it has checked itself, never to a name resolved again later:
+    the check and the connect see the same answer, so DNS rebinding cannot slip between
+    them. TLS still verifies the certificate for the URL's host name (httpcore sends it as
+    the server name)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Any = None,
+    ) -> httpcore.NetworkStream:
+        if not self.settings.allow_private_urls:
+            host = public_addresses(host, port, what=f"a connection to {host}:{port}")[0]
+        return super().connect_tcp(host, port, timeout, local_address, socket_options)
+
+
+class PinnedTransport(httpx.HTTPTransport):
+    """httpx's transport over ``PinnedBackend``. httpx takes no network backend, so the pool
+    it built is replaced by one with the same defaults and that backend."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__()
+        self._pool = httpcore.ConnectionPool(
+            ssl_context=ssl.create_default_context(cafile=certifi.where()),
+            max_connections=100,
+            max_keepalive_connections=20,
+            keepalive_expiry=5.0,
+            network_backend=PinnedBackend(settings),
+        )
 
 
 class Pacer(Protocol):
@@ -177,12 +256,15 @@ class WebClient:
         self.max_bytes = max_bytes
         #: HTTP requests sent (redirect hops and 304s included): reported as ``feed_requests``.
         self.requests = 0
-        # Environment proxies apply to the world, never to the loopback corpus.
+        # Environment proxies apply to the world, never to the loopback corpus. Without a
+        # proxy, connections go only to addresses the transport checked itself; with one, the
+        # proxy resolves names (httpx uses the environment's proxies only without a transport).
         corpus = httpx.HTTPTransport()
         self.http = httpx.Client(
             timeout=TIMEOUT,
             headers={"User-Agent": USER_AGENT},
             follow_redirects=False,
+            transport=None if getproxies() else PinnedTransport(settings),
             mounts={corpus_base_url(settings): corpus},
         )
 
