@@ -122,6 +122,13 @@ def resources() -> dict[str, Any]:
     return snapshot
 
 
+def _refuse_builtin(worker_name: str, row: WorkerRegistry | None) -> None:
+    """A worker of this codebase is registered and checked by the engine alone: an external
+    key that could speak for one could mark it unhealthy."""
+    if worker_name in runtime().registry or (row is not None and row.origin == "internal"):
+        raise Forbidden(f"{worker_name!r} is a worker type of this codebase")
+
+
 def _speaking_worker(claimed: str | None = None) -> str:
     """The X-Worker-ID of a worker key, which must be the worker the key was made for."""
     g.principal.require(Scope.WORKER)
@@ -141,11 +148,10 @@ def register_worker(body: WorkerRegisterBody) -> dict[str, Any]:
     _speaking_worker(body.worker_name)
     with runtime().db.session() as session:
         row = session.get(WorkerRegistry, body.worker_name)
+        _refuse_builtin(body.worker_name, row)
         if row is None:
             row = WorkerRegistry(worker_name=body.worker_name)
             session.add(row)
-        elif row.origin == "internal":
-            raise Forbidden(f"{body.worker_name!r} is a worker type of this codebase")
         row.display_name = body.display_name or body.worker_name
         row.capabilities = body.capabilities
         row.resource_requirements = body.resource_requirements
@@ -163,6 +169,7 @@ def heartbeat(body: HeartbeatBody) -> dict[str, Any]:
     worker_id = _speaking_worker()
     with runtime().db.session() as session:
         row = session.get(WorkerRegistry, worker_id)
+        _refuse_builtin(worker_id, row)
         if row is None:
             raise NotFound(f"worker {worker_id!r} is not registered; POST /workers/register first")
         row.health_status = body.status

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from queue import Empty
@@ -26,7 +27,7 @@ from orchestrator.api.models import (
 from orchestrator.auth import Scope
 from orchestrator.constants import Priority
 from orchestrator.db import PipelineExecution
-from orchestrator.errors import NotFound
+from orchestrator.errors import BadRequest, Conflict, NotFound
 from orchestrator.estimates import estimate_run
 from orchestrator.execution_view import deliverables as deliverables_of
 from orchestrator.execution_view import describe, serialize
@@ -38,6 +39,8 @@ api = APIBlueprint(
 
 #: Seconds between SSE comments on an idle stream, so proxies keep it open.
 HEARTBEAT_S = 15
+#: A Redis stream entry id (what SSE ids are): milliseconds and a sequence, each 64-bit.
+EVENT_ID = re.compile(r"(\d{1,20})(?:-(\d{1,20}))?")
 
 
 def runtime() -> Runtime:
@@ -53,6 +56,39 @@ def owned_execution(execution_id: str) -> PipelineExecution:
     return execution
 
 
+def for_principal(body: dict[str, Any]) -> dict[str, Any]:
+    """An execution as this key may read it: a monitor key sees states, counts and costs,
+    never a client's parameters or where its outputs are (SPEC: scopes)."""
+    if g.principal.scope is not Scope.MONITOR:
+        return body
+    body["parameters"] = None
+    for stage in body.get("stages") or ():
+        stage["data_reference"] = None
+    return body
+
+
+def _same_request(execution: PipelineExecution, body: ExecuteBody) -> bool:
+    return (
+        execution.template_name == body.template_name
+        and execution.parameters == body.parameters
+        and execution.priority == body.priority
+    )
+
+
+def _cursor(value: str | None) -> str | None:
+    """A ``Last-Event-ID`` as a stream id, or 400: a malformed one would stop the shared
+    reader of every stream, not only this one."""
+    if value is None or value == "":
+        return None
+    match = EVENT_ID.fullmatch(value.strip())
+    if not match or any(int(part) >= 2**64 for part in match.groups("0")):
+        raise BadRequest(
+            f"Last-Event-ID {value[:64]!r} is not an event id (as sent: <ms>-<seq>)",
+            details={"header": "Last-Event-ID"},
+        )
+    return value.strip()
+
+
 @api.post("/estimate", responses={200: EstimateOut})
 def estimate(body: EstimateBody) -> dict[str, Any]:
     """Cost, time and feasibility of a run, before anything runs."""
@@ -62,10 +98,11 @@ def estimate(body: EstimateBody) -> dict[str, Any]:
 
 @api.post("/execute", responses={202: ExecuteOut})
 def execute(body: ExecuteBody) -> tuple[dict[str, Any], int]:
-    """Start a run; the same request_id from the same client returns the same execution."""
+    """Start a run; the same request_id from the same client returns the same execution, and
+    a different body under a request_id already used is a conflict."""
     g.principal.require(Scope.CLIENT)
     rt = runtime()
-    execution, _created = coordinator.submit(
+    execution, created = coordinator.submit(
         rt,
         body.template_name,
         body.parameters,
@@ -73,6 +110,12 @@ def execute(body: ExecuteBody) -> tuple[dict[str, Any], int]:
         request_id=body.request_id,
         priority=Priority(body.priority),
     )
+    if not created and not _same_request(execution, body):
+        raise Conflict(
+            f"request_id {body.request_id!r} was used for another request "
+            f"(execution {execution.execution_id}); use a new request_id for a new run",
+            details={"request_id": body.request_id, "execution_id": execution.execution_id},
+        )
     base = execution.started_at or execution.created_at or datetime.now(UTC)
     base = base if base.tzinfo else base.replace(tzinfo=UTC)
     eta = base + timedelta(milliseconds=execution.estimated_time_ms or 0)
@@ -106,7 +149,7 @@ def list_executions(query: ExecutionsQuery) -> dict[str, Any]:
             .limit(query.limit)
             .offset(query.offset)
         ).all()
-        items = [serialize(row) for row in rows]
+        items = [for_principal(serialize(row)) for row in rows]
     return {"items": items, "total": total or 0, "limit": query.limit, "offset": query.offset}
 
 
@@ -115,7 +158,7 @@ def get_execution(path: ExecutionPath) -> dict[str, Any]:
     """Status, per-stage status, cost, time, handshake summaries and errors."""
     g.principal.require(Scope.CLIENT, Scope.MONITOR)
     owned_execution(path.execution_id)
-    return describe(runtime(), path.execution_id)
+    return for_principal(describe(runtime(), path.execution_id))
 
 
 @api.post("/executions/<execution_id>/cancel", responses={200: ExecutionOut})
@@ -140,8 +183,8 @@ def resume(path: ExecutionPath) -> tuple[dict[str, Any], int]:
 
 @api.get("/executions/<execution_id>/deliverables", responses={200: DeliverablesOut})
 def deliverables(path: ExecutionPath) -> dict[str, Any]:
-    """The run's outputs for people, with time-limited download URLs."""
-    g.principal.require(Scope.CLIENT, Scope.MONITOR)
+    """The run's outputs for people, with time-limited download URLs (not to a monitor key)."""
+    g.principal.require(Scope.CLIENT)
     owned_execution(path.execution_id)
     items = deliverables_of(runtime(), path.execution_id)
     return {"execution_id": path.execution_id, "deliverables": items}
@@ -149,11 +192,13 @@ def deliverables(path: ExecutionPath) -> dict[str, Any]:
 
 @api.get("/progress/<execution_id>")
 def progress(path: ExecutionPath) -> Response:
-    """Server-Sent Events until the final one; ``Last-Event-ID`` resumes without loss."""
-    g.principal.require(Scope.CLIENT, Scope.MONITOR)
+    """Server-Sent Events until the final one; ``Last-Event-ID`` resumes without loss.
+
+    Not to a monitor key: stage messages may quote a client's parameters."""
+    g.principal.require(Scope.CLIENT)
     owned_execution(path.execution_id)
     hub = current_app.extensions["stream_hub"]
-    last = request.headers.get("Last-Event-ID") or request.args.get("last_event_id")
+    last = _cursor(request.headers.get("Last-Event-ID") or request.args.get("last_event_id"))
     subscription = hub.subscribe(path.execution_id, last)
 
     def stream() -> Iterator[str]:

@@ -7,6 +7,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+#: The largest INTEGER a column holds; offsets, versions and averages beyond it are refused.
+MAX_INT = 2**31 - 1
+
 
 class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -69,7 +72,7 @@ class ExecutionsQuery(BaseModel):
     status: str | None = Field(default=None, max_length=32)
     template: str | None = Field(default=None, max_length=200)
     limit: int = Field(default=50, ge=1, le=500)
-    offset: int = Field(default=0, ge=0)
+    offset: int = Field(default=0, ge=0, le=MAX_INT)
 
 
 class StageOut(BaseModel):
@@ -96,7 +99,8 @@ class ExecutionOut(BaseModel):
     client_id: str | None
     template_name: str
     template_version: int
-    parameters: dict[str, Any]
+    #: None to a monitor key, which never reads a client's parameters.
+    parameters: dict[str, Any] | None
     priority: str
     status: str
     error: str | None
@@ -138,7 +142,7 @@ class TemplatePath(BaseModel):
 
 
 class TemplateQuery(BaseModel):
-    version: int | None = Field(default=None, ge=1)
+    version: int | None = Field(default=None, ge=1, le=MAX_INT)
 
 
 class TemplateBody(_Body):
@@ -170,7 +174,7 @@ class WorkerRegisterBody(_Body):
 
 class HeartbeatBody(_Body):
     status: Literal["healthy", "degraded", "unhealthy"] = "healthy"
-    avg_execution_time_ms: int | None = Field(default=None, ge=0)
+    avg_execution_time_ms: int | None = Field(default=None, ge=0, le=MAX_INT)
     avg_cost_usd: float | None = Field(default=None, ge=0)
 
 
