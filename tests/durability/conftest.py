@@ -199,6 +199,30 @@ class WeedServer:
         _end(self.process, signal.SIGTERM)
 
 
+def redeliver(stack: Stack, tags: list[str]) -> None:
+    """What the broker does after the visibility timeout: put the messages back."""
+    with stack.app.connection_for_write() as connection:
+        channel = connection.default_channel
+        for tag in tags:
+            channel.qos.restore_by_tag(tag, leftmost=True)
+
+
+def wait_broker_idle(stack: Stack, timeout_s: float = 60) -> None:
+    """Until no message is queued or unacknowledged for a while: redeliveries are done."""
+    client = stack.runtime.redis
+    deadline, quiet_since = time.monotonic() + timeout_s, None
+    while time.monotonic() < deadline:
+        queued = sum(client.llen(k) for k in client.scan_iter() if client.type(k) == b"list")
+        if queued == 0 and client.hlen("unacked") == 0:
+            quiet_since = quiet_since or time.monotonic()
+            if time.monotonic() - quiet_since > 2:
+                return
+        else:
+            quiet_since = None
+        time.sleep(0.2)
+    raise TimeoutError("the broker never went idle")
+
+
 @dataclass
 class Stack:
     """Settings, app, runtime and workers of the suite, and the waits every test needs."""

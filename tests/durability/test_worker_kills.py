@@ -9,12 +9,11 @@ on a broker that redelivers on disconnect); it must then change nothing.
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 
 from orchestrator.constants import ExecutionStatus, StageStatus
-from tests.durability.conftest import Stack
+from tests.durability.conftest import Stack, redeliver, wait_broker_idle
 
 STAGES = ["a", "b", "c", "d", "e", "f"]
 TOKENS = 100
@@ -31,30 +30,6 @@ def unacked_messages(stack: Stack) -> dict[str, dict[str, object]]:
     """Messages the broker holds for consumers that never acknowledged them, by tag."""
     raw = stack.runtime.redis.hgetall("unacked")
     return {tag.decode(): json.loads(value)[0] for tag, value in raw.items()}
-
-
-def redeliver(stack: Stack, tags: list[str]) -> None:
-    """What the broker does after the visibility timeout: put the messages back."""
-    with stack.app.connection_for_write() as connection:
-        channel = connection.default_channel
-        for tag in tags:
-            channel.qos.restore_by_tag(tag, leftmost=True)
-
-
-def wait_broker_idle(stack: Stack, timeout_s: float = 60) -> None:
-    """Until no message is queued or unacknowledged for a while: redeliveries are done."""
-    client = stack.runtime.redis
-    deadline, quiet_since = time.monotonic() + timeout_s, None
-    while time.monotonic() < deadline:
-        queued = sum(client.llen(k) for k in client.scan_iter() if client.type(k) == b"list")
-        if queued == 0 and client.hlen("unacked") == 0:
-            quiet_since = quiet_since or time.monotonic()
-            if time.monotonic() - quiet_since > 2:
-                return
-        else:
-            quiet_since = None
-        time.sleep(0.2)
-    raise TimeoutError("the broker never went idle")
 
 
 def rows_of(stack: Stack, execution_id: str) -> dict[str, tuple[object, ...]]:
