@@ -164,6 +164,21 @@ class Admission:
             args += [resource, today, month]
         return bool(self._scripts["seed"](args=args))
 
+    def spent(self, resources: list[str]) -> tuple[int, dict[tuple[str, str], float]]:
+        """Redis time now, and the units of ``resources`` used (settled, not merely held)
+        in the current day and month windows: what no release will give back."""
+        seconds, micros = self.redis.time()
+        now = seconds * 1000 + micros // 1000
+        values = self.redis.hmget(f"{self.prefix}q", resources) if resources else []
+        day, month = quota.day_window(now), quota.month_window(now)
+        used: dict[tuple[str, str], float] = {}
+        for name, value in zip(resources, values, strict=True):
+            if value and len(value) == STATE.size:
+                d, du, m, mu, held, _, _ = STATE.unpack(value)
+                used[(name, "day")] = max(0.0, du - held) if d == day else 0.0
+                used[(name, "month")] = max(0.0, mu - held) if m == month else 0.0
+        return now, used
+
     def admitted_before(self, cutoff_ms: int) -> list[str]:
         """Runs admitted before ``cutoff_ms`` (Redis time) whose launch has not happened."""
         key = self.prefix + ADMITTED_KEY

@@ -26,15 +26,18 @@ from orchestrator.constants import (
     StageStatus,
     redis_key,
 )
+from orchestrator.core import quota
 from orchestrator.core.estimator import critical_path_ms
 from orchestrator.core.planner import plan as make_plan
 from orchestrator.core.templates import BoundStage, Template, bind, check_workers
 from orchestrator.db import PipelineExecution, StageExecution
-from orchestrator.errors import Conflict, NotFound
+from orchestrator.errors import Conflict, NotFound, ResourceExhausted, ValidationFailed
 from orchestrator.run_state import RunState, now_ms
 from orchestrator.runtime import Runtime
 
 log = logging.getLogger(__name__)
+
+PER = {"day": "daily", "month": "monthly"}
 
 #: How long a launch holds its claim: if its process dies, the next launch may go after this.
 LAUNCH_CLAIM_MS = 30_000
@@ -58,6 +61,63 @@ def run_needs(stages: list[BoundStage]) -> RunNeeds:
         for resource, quantity in stage.resources.items():
             quotas[resource] += quantity
     return RunNeeds(quotas=dict(quotas), workers=dict(Counter(s.worker for s in stages)))
+
+
+def check_admissible(runtime: Runtime, needs: RunNeeds, client_id: str | None) -> None:
+    """Refuse at the door what admission would refuse later: 422 for a run that can never
+    fit the pool, 429 (with when to retry) for one that cannot fit today's or this month's
+    quota whatever is released, or for a client with too many runs waiting already."""
+    pool = runtime.pool
+    never = [
+        f"worker type {worker} has no capacity (max_concurrent is 0)"
+        for worker in needs.workers
+        if pool.workers.max_for(worker) == 0
+    ]
+    limits = {name: (lim.daily_limit, lim.monthly_limit) for name, lim in pool.resources.items()}
+    now, spent = runtime.admission.spent([r for r in needs.quotas if r in limits])
+    short = quota.shortfalls(needs.quotas, spent, limits, now)
+    details = [
+        {"resource": s.resource, "window": s.window, "needed": s.needed, "limit": s.limit}
+        | {"available": s.available}
+        for s in short
+    ]
+    never += [
+        f"{s.resource} needs {s.needed:g}, more than its {PER[s.window]} limit of {s.limit:g}"
+        for s in short
+        if s.never_fits
+    ]
+    if never:
+        raise ValidationFailed(
+            "the run can never be admitted: " + "; ".join(never), details=details
+        )
+    if short:
+        reasons = [
+            f"{s.resource}: {s.available:g} of {s.limit:g} left this {s.window}, "
+            f"{s.needed:g} needed"
+            for s in short
+        ]
+        raise ResourceExhausted(
+            "over quota: " + "; ".join(reasons),
+            retry_after_s=max(s.retry_after_ms for s in short) / 1000,
+            details=details,
+        )
+    if client_id is not None:
+        cap = pool.admission.max_waiting_runs_per_client
+        with runtime.db.session() as session:
+            waiting = session.scalar(
+                select(func.count())
+                .select_from(PipelineExecution)
+                .where(
+                    PipelineExecution.client_id == client_id,
+                    PipelineExecution.status.in_([str(s) for s in LAUNCHABLE]),
+                )
+            )
+        if (waiting or 0) >= cap:
+            raise ResourceExhausted(
+                f"client {client_id!r} already has {waiting} runs waiting (the limit is {cap})",
+                retry_after_s=runtime.pool.lease_ttl_s / 4,
+                details={"waiting_runs": waiting, "limit": cap},
+            )
 
 
 def prepare(
@@ -91,6 +151,7 @@ def submit(
         if existing is not None:
             return existing, False
     template, stages = prepare(runtime, template_name, parameters)
+    check_admissible(runtime, run_needs(stages), client_id)
     if estimate is None:
         from orchestrator.estimates import cost_and_time  # it builds on this module
 

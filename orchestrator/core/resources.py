@@ -49,10 +49,16 @@ class StorageLimits(_Strict):
     redis_bytes: int | None = Field(default=None, gt=0)
 
 
+class AdmissionLimits(_Strict):
+    #: Runs one client may have waiting for admission at once; more are answered 429.
+    max_waiting_runs_per_client: int = Field(default=1000, ge=1, le=1_000_000)
+
+
 class ResourcePool(_Strict):
     resources: dict[str, ResourceLimit] = Field(default_factory=dict)
     workers: WorkerCapacity = Field(default_factory=WorkerCapacity)
     storage: StorageLimits = Field(default_factory=StorageLimits)
+    admission: AdmissionLimits = Field(default_factory=AdmissionLimits)
     #: Seconds a reservation or capacity slot lives without being renewed.
     lease_ttl_s: float = Field(default=60.0, ge=1, le=3600)
 
