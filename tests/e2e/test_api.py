@@ -62,8 +62,9 @@ def execute(
     return response.json()
 
 
-def test_health_needs_no_key_and_reports_each_dependency(api_server: Api) -> None:
-    body = api_server.call("GET", "/health", key=None).json()
+def test_health_needs_no_key_and_reports_each_dependency_to_a_monitor_key(api_server: Api) -> None:
+    assert api_server.call("GET", "/health", key=None).json() == {"status": "ok"}
+    body = api_server.call("GET", "/health", key="monitor").json()
     assert body["status"] == "ok"
     assert set(body["dependencies"]) == {"redis", "broker", "database", "object_storage"}
 
