@@ -16,6 +16,11 @@ BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
         "schedule": 15.0,
         "options": {"queue": "coordinator", "expires": 14.0},
     },
+    "refit-estimates": {
+        "task": "coordinator.refit_estimates",
+        "schedule": 30.0,
+        "options": {"queue": "coordinator", "expires": 29.0},
+    },
     "refresh-worker-health": {
         "task": "coordinator.refresh_worker_health",
         "schedule": 30.0,

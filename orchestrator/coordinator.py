@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections import Counter, defaultdict
+from collections.abc import Set
 from datetime import UTC, datetime
 from typing import Any
 
@@ -54,12 +55,14 @@ def sync_templates(runtime: Runtime) -> list[tuple[str, int, bool]]:
     )
 
 
-def run_needs(stages: list[BoundStage]) -> RunNeeds:
-    """What a whole run reserves: the sum of its stages' resources, its worker types."""
+def run_needs(stages: list[BoundStage], unusable: Set[str] = frozenset()) -> RunNeeds:
+    """What a whole run reserves: the sum of its stages' resources (but those it cannot use:
+    an LLM's tokens without an LLM), its worker types."""
     quotas: dict[str, float] = defaultdict(float)
     for stage in stages:
         for resource, quantity in stage.resources.items():
-            quotas[resource] += quantity
+            if resource not in unusable:
+                quotas[resource] += quantity
     return RunNeeds(quotas=dict(quotas), workers=dict(Counter(s.worker for s in stages)))
 
 
@@ -137,11 +140,10 @@ def submit(
     client_id: str | None = None,
     request_id: str | None = None,
     priority: Priority = Priority.NORMAL,
-    estimate: dict[str, Any] | None = None,
 ) -> tuple[PipelineExecution, bool]:
-    """Record a new execution and hand it to the coordinator; idempotent per request id.
-
-    ``estimate`` is recorded with it; without one, cost and time come from history.
+    """Record a new execution with its estimate and hand it to the coordinator; idempotent
+    per request id. The estimate (and each stage's features) is what the run will be judged
+    by, and learned from, when it ends.
 
     Returns the execution and whether it was created now (False: the same client sent the
     same ``request_id`` before, and this is that execution).
@@ -151,11 +153,10 @@ def submit(
         if existing is not None:
             return existing, False
     template, stages = prepare(runtime, template_name, parameters)
-    check_admissible(runtime, run_needs(stages), client_id)
-    if estimate is None:
-        from orchestrator.estimates import cost_and_time  # it builds on this module
+    check_admissible(runtime, run_needs(stages, runtime.unusable), client_id)
+    from orchestrator import estimates  # it builds on this module
 
-        estimate = cost_and_time(runtime, stages).as_dict()
+    estimate = estimates.cost_and_time(runtime, stages)
     execution = PipelineExecution(
         execution_id=f"exec_{uuid.uuid4().hex[:20]}",
         request_id=request_id,
@@ -165,13 +166,17 @@ def submit(
         parameters=dict(parameters),
         priority=Priority(priority).value,
         status=ExecutionStatus.PENDING,
-        estimated_cost_usd=estimate.get("estimated_cost_usd"),
-        estimated_time_ms=estimate.get("estimated_time_ms") or critical_path_ms(stages),
+        estimated_cost_usd=round(estimate.cost_usd, 10),
+        estimated_time_ms=estimate.time_ms,
+        estimate=estimates.recorded(estimate),
     )
     try:
         with runtime.db.session() as session:
             session.add(execution)
-            session.add_all(stage_row(execution.execution_id, s) for s in stages)
+            session.add_all(
+                stage_row(execution.execution_id, s, estimates.features_of(runtime, s))
+                for s in stages
+            )
     except IntegrityError:
         existing = find_by_request(runtime, client_id, request_id)
         if existing is None:
@@ -197,7 +202,9 @@ def find_by_request(
         )
 
 
-def stage_row(execution_id: str, stage: BoundStage) -> StageExecution:
+def stage_row(
+    execution_id: str, stage: BoundStage, features: dict[str, Any] | None = None
+) -> StageExecution:
     return StageExecution(
         stage_id=f"{execution_id}.{stage.id}",
         execution_id=execution_id,
@@ -206,6 +213,7 @@ def stage_row(execution_id: str, stage: BoundStage) -> StageExecution:
         action=stage.action,
         stage_order=stage.order,
         status=StageStatus.PENDING,
+        features=features,
     )
 
 
@@ -239,7 +247,7 @@ def start(runtime: Runtime, execution_id: str) -> str:
     if execution.rerun_stages is not None:  # a resume: only what did not complete runs
         stages = [s for s in stages if s.id in set(execution.rerun_stages)]
     decision = runtime.admission.reserve(
-        execution_id, run_needs(stages), Priority(execution.priority), wait=True
+        execution_id, run_needs(stages, runtime.unusable), Priority(execution.priority), wait=True
     )
     state = RunState(runtime.redis)
     if decision.status == "admitted":
@@ -332,6 +340,13 @@ def _launch(runtime: Runtime, execution: PipelineExecution) -> bool:
             "status": ExecutionStatus.RUNNING,
             "started_ms": now_ms(),
             "estimated_time_ms": execution.estimated_time_ms or critical_path_ms(stages),
+            # For the ETA of each event: what is left is recomputed from these.
+            "deps": {s.id: [d for d in s.depends_on if d in ids] for s in stages},
+            "stage_p50": {
+                stage_id: interval["p50"]
+                for stage_id, interval in ((execution.estimate or {}).get("stages") or {}).items()
+                if stage_id in ids
+            },
             "priority": execution.priority,
             "client_id": execution.client_id,
         },

@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from orchestrator import coordinator, template_registry
+from orchestrator import coordinator, estimates, template_registry
 from orchestrator.constants import (
     COORDINATOR_QUEUE,
     LAUNCHABLE,
@@ -172,7 +172,8 @@ def _reset_rows(
         }
         for stage in stages:
             if stage.id not in existing:
-                session.add(coordinator.stage_row(execution_id, stage))
+                features = estimates.features_of(runtime, stage)
+                session.add(coordinator.stage_row(execution_id, stage, features))
         bound = {s.id: s for s in stages}
         for stage_row in session.scalars(
             select(StageExecution).where(

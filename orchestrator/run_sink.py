@@ -10,13 +10,27 @@ import time
 from collections import defaultdict
 from typing import Any
 
-from orchestrator.run_state import RunState, now_ms
+from orchestrator.core.estimator import remaining_ms as critical_remaining_ms
+from orchestrator.run_state import ENDED, STARTED_AT, RunState, now_ms
 from orchestrator.runtime import Runtime
 from orchestrator.sdk import StageContext
 
 
-def remaining_ms(meta: dict[str, Any]) -> int | None:
-    """Estimated time left: the run's estimate minus what has elapsed (never negative)."""
+def remaining_ms(
+    meta: dict[str, Any], stage: str | None = None, since_ms: int | None = None, done: bool = False
+) -> int | None:
+    """Estimated time left, recomputed from what has ended and what is left: the critical
+    path of the stages not ended at their predicted medians (``stage`` has run since
+    ``since_ms``, or is ``done``). A run launched without them: its estimate less elapsed."""
+    p50, deps = meta.get("stage_p50"), meta.get("deps")
+    if p50 and deps:
+        ended = set(meta.get(ENDED, ()))
+        running: dict[str, float] = {}
+        if stage is not None and done:
+            ended.add(stage)
+        elif stage is not None and since_ms is not None:
+            running[stage] = now_ms() - since_ms
+        return critical_remaining_ms(deps, p50, ended, running)
     total, started = meta.get("estimated_time_ms"), meta.get("started_ms")
     if total is None or started is None:
         return None
@@ -40,7 +54,9 @@ class RunSink:
                 "stage": ctx.stage_id,
                 "progress": round(percent, 1),
                 "message": message,
-                "estimated_remaining_ms": remaining_ms(self.meta),
+                "estimated_remaining_ms": remaining_ms(
+                    self.meta, ctx.stage_id, self.meta.get(STARTED_AT, {}).get(ctx.stage_id)
+                ),
             },
         )
 

@@ -13,10 +13,15 @@ from typing import Any
 
 import redis
 
-from orchestrator.constants import redis_key
+from orchestrator.constants import STAGE_ENDED, redis_key
 from orchestrator.events import STREAM_MAXLEN, STREAM_TTL_S, stream_key
 
 RUN_TTL_S = STREAM_TTL_S
+#: Keys ``stage_inputs`` adds to the meta it returns: the stages that have ended (a set
+#: kept beside the records, so reading it parses no JSON), and when this process's stages
+#: started (filled by the stage runner).
+ENDED, STARTED_AT = "_ended", "_started_at"
+PARTS = ("", "plan", "stages", "packets", "ended")
 
 
 def _run(execution_id: str, part: str = "") -> str:
@@ -47,7 +52,7 @@ class RunState:
         """Store a fresh live state: meta, the plan, and the packets of checkpoints a resumed
         run starts from. Whatever an earlier attempt left is cleared."""
         pipe = self.redis.pipeline(transaction=True)
-        for part in ("", "plan", "stages", "packets"):
+        for part in PARTS:
             pipe.delete(_run(execution_id, part))
         pipe.hset(_run(execution_id), mapping={k: json.dumps(v) for k, v in meta.items()})
         pipe.hset(_run(execution_id, "plan"), mapping={k: json.dumps(v) for k, v in plan.items()})
@@ -62,7 +67,7 @@ class RunState:
 
     def drop(self, execution_id: str) -> None:
         """Remove a live state that no stage will ever read (its launch was called off)."""
-        self.redis.delete(*(_run(execution_id, part) for part in ("", "plan", "stages", "packets")))
+        self.redis.delete(*(_run(execution_id, part) for part in PARTS))
 
     def exists(self, execution_id: str) -> bool:
         return bool(self.redis.exists(_run(execution_id, "plan")))
@@ -83,12 +88,14 @@ class RunState:
         pipe.hget(_run(execution_id, "plan"), stage_id)
         pipe.hgetall(_run(execution_id))
         pipe.hget(_run(execution_id, "stages"), stage_id)
+        pipe.smembers(_run(execution_id, "ended"))
         if deps:
             pipe.hmget(_run(execution_id, "packets"), deps)
-        spec_raw, meta_raw, record_raw, *rest = pipe.execute()
+        spec_raw, meta_raw, record_raw, ended, *rest = pipe.execute()
         if spec_raw is None:
             return None, {}, {}, {}
         meta = {_text(k): json.loads(v) for k, v in meta_raw.items()}
+        meta[ENDED] = {_text(s) for s in ended}
         values = rest[0] if rest else []
         packets = {d: json.loads(v) for d, v in zip(deps, values, strict=False) if v is not None}
         return json.loads(spec_raw), meta, packets, json.loads(record_raw) if record_raw else {}
@@ -110,6 +117,9 @@ class RunState:
         own = pipe is None
         pipe = self.redis.pipeline(transaction=False) if own else pipe
         pipe.hset(_run(execution_id, "stages"), stage_id, json.dumps(record, default=str))
+        if record.get("status") in STAGE_ENDED:
+            pipe.sadd(_run(execution_id, "ended"), stage_id)
+            pipe.expire(_run(execution_id, "ended"), RUN_TTL_S)
         if packet is not None:
             pipe.hset(_run(execution_id, "packets"), stage_id, json.dumps(packet))
         if event is not None:

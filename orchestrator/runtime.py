@@ -69,6 +69,11 @@ class Runtime:
         return load_resources(self.settings.resources_file)
 
     @cached_property
+    def unusable(self) -> frozenset[str]:
+        """Resources of the pool this process's runs cannot use (see ``Settings.capabilities``)."""
+        return frozenset(self.pool.unusable(set(self.settings.capabilities)))
+
+    @cached_property
     def admission(self) -> Admission:
         from orchestrator.admission import Admission
         from orchestrator.ledger import usage_totals

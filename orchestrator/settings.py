@@ -161,6 +161,12 @@ class Settings:
         values["extra"] = {k: v for k, v in env.items() if k.startswith("ORCH_")}
         return cls(**values)  # type: ignore[arg-type]
 
+    @property
+    def capabilities(self) -> frozenset[str]:
+        """The optional parts configured: ``llm`` with an LLM endpoint. A resource that needs
+        a missing one is neither reserved nor priced (``needs`` in resources.yaml)."""
+        return frozenset({"llm"} if self.llm_base_url else ())
+
     def to_env(self) -> dict[str, str]:
         """The ``ORCH_*`` variables that rebuild these settings in a child process."""
         env = {

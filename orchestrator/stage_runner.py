@@ -19,14 +19,14 @@ from typing import Any
 from celery.exceptions import SoftTimeLimitExceeded
 from redis.exceptions import NoScriptError
 
-from orchestrator.constants import RUN_HALTED, StageStatus, redis_key
+from orchestrator.constants import RUN_HALTED, STAGE_ENDED, StageStatus, redis_key
 from orchestrator.core.handshake import DataRef, HandshakePacket, NextStage, Summary
 from orchestrator.core.retry import RetryPolicy, compute_backoff, retry_after_of, should_retry
 from orchestrator.db import PipelineExecution
 from orchestrator.errors import OrchestratorError, TransientStageError
 from orchestrator.lease_keeper import LeaseKeeper
 from orchestrator.run_sink import RunSink, remaining_ms
-from orchestrator.run_state import RunState, now_ms
+from orchestrator.run_state import STARTED_AT, RunState, now_ms
 from orchestrator.runtime import Runtime
 from orchestrator.sdk import StageContext, StageResult
 
@@ -135,7 +135,12 @@ class _Stage:
             if progress is not None
             else (100.0 if status != "running" else 0.0),
             "message": message,
-            "estimated_remaining_ms": remaining_ms(self.meta),
+            "estimated_remaining_ms": remaining_ms(
+                self.meta,
+                self.stage_id,
+                self.record.get("started_at"),
+                done=status in STAGE_ENDED,
+            ),
         }
 
     def packet(self, ref: DataRef, summary: Summary) -> dict[str, Any]:
@@ -198,6 +203,7 @@ class _Stage:
         pipe = self.runtime.redis.pipeline(transaction=False)
         admission.acquire_slot(self.spec["worker"], holder, client=pipe)
         self.record.update(status=StageStatus.RUNNING, started_at=now_ms())
+        self.meta.setdefault(STARTED_AT, {})[self.stage_id] = self.record["started_at"]
         self.state.record(
             self.execution_id,
             self.stage_id,

@@ -77,6 +77,12 @@ def register(app: Celery, settings: Settings, registry: Registry) -> None:
 
         return reconcile_runs(runtime)
 
+    @app.task(shared=False, name="coordinator.refit_estimates", ignore_result=True)
+    def refit_estimates() -> None:
+        from orchestrator.estimates import refit
+
+        refit(runtime)
+
     @app.task(shared=False, name="coordinator.refresh_worker_health", ignore_result=True)
     def refresh_worker_health() -> None:
         from orchestrator.worker_registry import refresh

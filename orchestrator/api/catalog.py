@@ -1,4 +1,4 @@
-"""Templates, the worker registry, the resource pool."""
+"""Templates, the worker registry, the resource pool, how good the estimates were."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from sqlalchemy import select
 
 from orchestrator import coordinator, template_registry
 from orchestrator.api.models import (
+    AccuracyOut,
+    AccuracyQuery,
     HeartbeatBody,
     OkOut,
     TemplateBody,
@@ -25,6 +27,7 @@ from orchestrator.auth import Scope
 from orchestrator.core.templates import parse_template
 from orchestrator.db import WorkerRegistry
 from orchestrator.errors import Forbidden, NotFound, ValidationFailed
+from orchestrator.estimates import accuracy
 from orchestrator.runtime import Runtime
 
 api = APIBlueprint(
@@ -179,3 +182,11 @@ def heartbeat(body: HeartbeatBody) -> dict[str, Any]:
         if body.avg_cost_usd is not None:
             row.avg_cost_usd = body.avg_cost_usd
     return {"ok": True, "status": body.status}
+
+
+@api.get("/estimates/accuracy", responses={200: AccuracyOut})
+def estimates_accuracy(query: AccuracyQuery) -> dict[str, Any]:
+    """Median absolute % error of time and cost, interval coverage, share within the p90:
+    overall, per template and per stage, over the last runs."""
+    g.principal.require(Scope.MONITOR)
+    return accuracy(runtime(), template=query.template, last=query.last)

@@ -79,6 +79,31 @@ class PoolCollector:
         yield GaugeMetricFamily(
             "orchestrator_sse_subscribers", "Open progress streams", value=self.hub.subscribers()
         )
+        yield from self._accuracy()
+
+    def _accuracy(self) -> Iterator[Any]:
+        """How good the estimates of the last 100 runs were, per template (the feedback loop
+        of ``GET /estimates/accuracy``)."""
+        from orchestrator.estimates import accuracy
+
+        gauges = {
+            key: GaugeMetricFamily(name, text, labels=["template"])
+            for key, name, text in (
+                ("time_median_abs_pct_error", "orchestrator_estimate_time_error_percent",
+                 "Median absolute % error of the estimated time (p50)"),
+                ("cost_median_abs_pct_error", "orchestrator_estimate_cost_error_percent",
+                 "Median absolute % error of the estimated cost"),
+                ("interval_coverage", "orchestrator_estimate_interval_coverage_ratio",
+                 "Share of runs whose time fell inside the stated p10-p90 interval"),
+                ("within_p90", "orchestrator_estimate_within_p90_ratio",
+                 "Share of runs that finished within the stated p90"),
+            )
+        }  # fmt: skip
+        for template, figures in accuracy(self.runtime, last=100)["templates"].items():
+            for key, gauge in gauges.items():
+                if figures[key] is not None:
+                    gauge.add_metric([template], figures[key])
+        yield from gauges.values()
 
 
 class ApiMetrics:

@@ -35,19 +35,46 @@ class StageEstimateOut(BaseModel):
     worker: str
     action: str
     cost_usd: float
-    time_ms: int
-    source: str
+    time_ms: int = Field(description="the stage's predicted median time")
+    time: dict[str, float] = Field(description="p10, p50, p90 of the stage's time (ms)")
+    source: str = Field(description='"history" or "template hint"')
+    method: str | None = Field(
+        default=None, description='"llm" or "offline" for a stage whose resources need an LLM'
+    )
     resources: dict[str, float]
 
 
 class EstimateOut(BaseModel):
     feasible: bool
-    estimated_cost_usd: float
-    estimated_time_ms: int
-    confidence: float
+    estimated_cost_usd: float = Field(description="the expected cost (cost_usd.expected)")
+    estimated_time_ms: int = Field(description="the median time (time_ms.p50)")
+    confidence: float = Field(
+        description="share of recent runs whose actual time fell inside their stated "
+        "p10-p90 interval (0.8, the nominal coverage, before any run finished)"
+    )
+    confidence_runs: int = Field(description="how many finished runs confidence rests on")
+    time_ms: dict[str, float] = Field(description="p10, p50, p90 of the run's time (ms)")
+    cost_usd: dict[str, float] = Field(description="expected and p90 cost (USD)")
+    overhead_ms: int = Field(description="the engine's own share of the median")
+    queue_wait_ms: int = Field(description="the wait for runs ahead, included in the time")
     resource_availability: dict[str, Any]
     breakdown: list[StageEstimateOut]
     reasons: list[str]
+
+
+class AccuracyQuery(BaseModel):
+    template: str | None = Field(default=None, max_length=200)
+    last: int = Field(default=100, ge=1, le=10_000)
+
+
+class AccuracyOut(BaseModel):
+    runs: int
+    time_median_abs_pct_error: float | None
+    cost_median_abs_pct_error: float | None
+    interval_coverage: float | None
+    within_p90: float | None
+    templates: dict[str, Any]
+    stages: dict[str, Any]
 
 
 class ExecuteBody(_Body):

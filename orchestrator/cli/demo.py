@@ -85,7 +85,6 @@ def demo(settings: Settings, topic: str, depth: str) -> None:
             parameters,
             client_id="demo",
             priority=Priority.HIGH,
-            estimate=estimate,
         )
         console.print(f"running {execution.execution_id}")
         final = follow_with_bars(

@@ -27,21 +27,30 @@ def _runtime(settings: Settings) -> Any:
 def print_estimate(console: Console, template: str, result: dict[str, Any]) -> None:
     """The estimate as a table of stages, then totals and reasons."""
     table = Table(title=f"estimate of {template}")
-    for column in ("stage", "worker.action", "time", "cost", "source"):
+    for column in ("stage", "worker.action", "time p50 (p10-p90)", "cost", "method", "source"):
         table.add_column(column)
     for row in result["breakdown"]:
+        span = row.get("time") or {}
         table.add_row(
             row["stage"],
             f"{row['worker']}.{row['action']}",
-            f"{row['time_ms']} ms",
+            f"{row['time_ms']} ms ({span.get('p10', 0):.0f}-{span.get('p90', 0):.0f})",
             f"${row['cost_usd']:.6f}",
+            row.get("method") or "",
             row["source"],
         )
     console.print(table)
     feasible = "[green]feasible[/green]" if result["feasible"] else "[red]not feasible[/red]"
+    time_ms = result.get("time_ms") or {}
+    interval = (
+        f" (80%: {time_ms['p10'] / 1000:.1f}-{time_ms['p90'] / 1000:.1f} s)" if time_ms else ""
+    )
+    runs = result.get("confidence_runs")
+    basis = f" over {runs} runs" if runs else " (nominal: no finished run yet)"
     console.print(
         f"{feasible}: ${result['estimated_cost_usd']:.6f}, "
-        f"~{result['estimated_time_ms'] / 1000:.1f} s, confidence {result['confidence']:.2f}"
+        f"~{result['estimated_time_ms'] / 1000:.1f} s{interval}, "
+        f"confidence {result['confidence']:.2f}{basis}"
     )
     for reason in result["reasons"]:
         console.print(f"  [yellow]{reason}[/yellow]")
@@ -173,4 +182,48 @@ def resume(
     click.echo(f"{execution_id}: resumed; rerunning {', '.join(rerun) or 'nothing'}")
 
 
-COMMANDS = [estimate, status, cancel, resume]
+@click.group()
+def estimates() -> None:
+    """How good the estimates were, and the models behind them."""
+
+
+@estimates.command()
+@click.option("--template", help="only runs of this template")
+@click.option("--last", default=100, show_default=True, help="how many recent runs")
+@click.option("--json", "as_json", is_flag=True, help="the figures as JSON")
+@click.pass_obj
+def accuracy(settings: Settings, template: str | None, last: int, as_json: bool) -> None:
+    """Time and cost error, interval coverage and share within the p90, per template and
+    stage (what GET /estimates/accuracy serves)."""
+    import json
+
+    from orchestrator.estimates import accuracy as measure
+
+    figures = measure(_runtime(settings), template=template, last=max(1, last))
+    if as_json:
+        click.echo(json.dumps(figures, indent=2))
+        return
+    console = Console()
+    table = Table(title=f"estimate accuracy, last {last} completed runs")
+    columns = ("runs", "time_median_abs_pct_error", "cost_median_abs_pct_error")
+    columns += ("interval_coverage", "within_p90")
+    table.add_column("template")
+    for column in ("runs", "time error %", "cost error %", "in interval", "within p90"):
+        table.add_column(column, justify="right")
+    rows = {"all": figures, **figures["templates"]}
+    for name, row in rows.items():
+        table.add_row(name, *("-" if row[c] is None else str(row[c]) for c in columns))
+    console.print(table)
+
+
+@estimates.command()
+@click.pass_obj
+def refit(settings: Settings) -> None:
+    """Fit the estimator on the history now (beat does it every 30 s)."""
+    from orchestrator.estimates import refit as fit
+
+    fitted = fit(_runtime(settings))
+    click.echo(f"fitted {len(fitted.actions)} worker actions on the recent history")
+
+
+COMMANDS = [estimate, status, cancel, resume, estimates]

@@ -1,26 +1,105 @@
-"""Estimates before a run: cost, time along the critical path, and how sure we are.
+"""Estimates before a run: time quantiles over the DAG, cost, and a confidence one can check.
 
-Pure arithmetic over the bound stages, what the worker registry has learned (averages and
-sample counts) and the pool's prices; ``POST /estimate`` and ``submit`` call ``estimate``.
+Pure: what was learned (``Knowledge``: a model per worker type and action of its time, its
+items out and its units of each resource, plus the engine's own overhead per run) comes in,
+an ``Estimate`` goes out. Each stage's time is drawn many times from its model; the run's time
+is the critical path of each draw, plus the engine's overhead and the queue wait now; its
+quantiles are the quantiles of those sums. ``confidence`` is not a guess: it is the share of
+recent runs whose actual time fell inside the interval they were told (measured by
+``orchestrator.estimates``), with the number of runs behind it.
 """
 
 from __future__ import annotations
 
 import graphlib
-from collections.abc import Mapping, Sequence
+import math
+from collections.abc import Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
+from orchestrator.core.predictor import Model, Quantiles, param_features
 from orchestrator.core.templates import BoundStage
+
+#: Draws per stage for the run's quantiles (a 10-stage run: ~1 ms).
+DRAWS = 400
+#: Without history a template's hint is the median and the interval spans this factor
+#: either way (p10 = hint / 4, p90 = hint * 4).
+HINT_SPREAD = 4.0
+#: The engine's own time per run before anything is learned: submit to first stage, the
+#: dispatch of each stage along the critical path, finish.
+DEFAULT_OVERHEAD_MS, DEFAULT_HOP_MS = 60.0, 15.0
+#: Stated when no run has finished yet: the interval's nominal coverage.
+NOMINAL_CONFIDENCE = 0.8
+_Z90 = 1.2815515655446004
 
 
 @dataclass(frozen=True)
-class WorkerStats:
-    """What history says about one worker type's action."""
+class ActionModels:
+    """What runs of one worker type's action taught: time (ms), items out, units used."""
 
-    avg_time_ms: float | None = None
-    avg_cost_usd: float | None = None
-    samples: int = 0
+    time: Model | None = None
+    items: Model | None = None
+    units: dict[str, Model] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Coverage:
+    """How recent runs fared against their stated interval."""
+
+    share: float | None = None
+    runs: int = 0
+
+
+@dataclass(frozen=True)
+class Knowledge:
+    """Everything the estimator knows; fitted from the database, read by every estimate."""
+
+    actions: dict[tuple[str, str], ActionModels] = field(default_factory=dict)
+    overhead: Model | None = None
+    coverage: Coverage = field(default_factory=Coverage)
+    fitted_at_ms: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        def model(m: Model | None) -> dict[str, Any] | None:
+            return m.to_json() if m else None
+
+        return {
+            "actions": [
+                {
+                    "worker": w,
+                    "action": a,
+                    "time": model(m.time),
+                    "items": model(m.items),
+                    "units": {r: u.to_json() for r, u in m.units.items()},
+                }
+                for (w, a), m in self.actions.items()
+            ],
+            "overhead": model(self.overhead),
+            "coverage": {"share": self.coverage.share, "runs": self.coverage.runs},
+            "fitted_at_ms": self.fitted_at_ms,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Knowledge:
+        def model(raw: Mapping[str, Any] | None) -> Model | None:
+            return Model.from_json(raw) if raw else None
+
+        actions = {
+            (e["worker"], e["action"]): ActionModels(
+                model(e["time"]),
+                model(e["items"]),
+                {r: Model.from_json(u) for r, u in e["units"].items()},
+            )
+            for e in data.get("actions", [])
+        }
+        return cls(
+            actions,
+            model(data.get("overhead")),
+            Coverage(**data.get("coverage", {})),
+            int(data.get("fitted_at_ms", 0)),
+        )
 
 
 @dataclass(frozen=True)
@@ -30,88 +109,237 @@ class StageEstimate:
     action: str
     cost_usd: float
     time_ms: int
+    time: Quantiles
     source: str  # "history" or "template hint"
+    #: "llm" or "offline" for a stage whose resources need an LLM; None otherwise.
+    method: str | None
     resources: dict[str, float] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "stage": self.stage,
+            "worker": self.worker,
+            "action": self.action,
+            "cost_usd": round(self.cost_usd, 6),
+            "time_ms": self.time_ms,
+            "time": self.time.as_dict(),
+            "source": self.source,
+            "method": self.method,
+            "resources": self.resources,
+        }
 
 
 @dataclass(frozen=True)
 class Estimate:
+    time: Quantiles
     cost_usd: float
-    time_ms: int
+    cost_p90_usd: float
     confidence: float
+    confidence_runs: int
     breakdown: list[StageEstimate]
+    overhead_ms: int = 0
+    queue_wait_ms: int = 0
+
+    @property
+    def time_ms(self) -> int:
+        return round(self.time.p50)
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "estimated_cost_usd": round(self.cost_usd, 6),
             "estimated_time_ms": self.time_ms,
-            "confidence": round(self.confidence, 2),
-            "breakdown": [s.__dict__ for s in self.breakdown],
+            "confidence": round(self.confidence, 3),
+            "confidence_runs": self.confidence_runs,
+            "time_ms": self.time.as_dict(),
+            "cost_usd": {"expected": round(self.cost_usd, 6), "p90": round(self.cost_p90_usd, 6)},
+            "overhead_ms": self.overhead_ms,
+            "queue_wait_ms": self.queue_wait_ms,
+            "breakdown": [s.as_dict() for s in self.breakdown],
         }
 
 
-#: Confidence with no history at all: template hints are guesses.
-BASE_CONFIDENCE = 0.5
-#: Samples after which history is trusted as much as it will be.
-FULL_CONFIDENCE_SAMPLES = 20
+def stage_features(
+    stage: BoundStage, unusable: Set[str], in_items: float | None
+) -> dict[str, float]:
+    """What is known of a stage before it runs: its params, which of its resources it can use
+    (an LLM stage without an LLM runs its offline method), the items flowing into it."""
+    features = param_features(stage.params)
+    for resource in stage.resources:
+        features[f"uses:{resource}"] = 0.0 if resource in unusable else 1.0
+    if in_items is not None:
+        features["in_items"] = math.log1p(max(0.0, in_items))
+    return features
 
 
-def critical_path_ms(stages: Sequence[BoundStage], times: Mapping[str, int] | None = None) -> int:
+def critical_path_ms(stages: Sequence[BoundStage], times: Mapping[str, float] | None = None) -> int:
     """The longest chain of stage times through the DAG: the run's time if nothing waits."""
-    by_id = {stage.id: stage for stage in stages}
-    # Template order need not put dependencies first (a template may list them last).
-    order = graphlib.TopologicalSorter({s.id: s.depends_on for s in stages}).static_order()
-    finish: dict[str, int] = {}
-    for stage_id in order:
-        stage = by_id.get(stage_id)
-        if stage is None:  # a dependency outside ``stages`` (a checkpoint of a resumed run)
-            continue
-        own = (times or {}).get(stage.id, stage.estimate.time_ms)
-        finish[stage.id] = own + max((finish.get(d, 0) for d in stage.depends_on), default=0)
-    return max(finish.values(), default=0)
+    finish = _finish_times(
+        stages, {s.id: np.array([(times or {}).get(s.id, s.estimate.time_ms)]) for s in stages}
+    )
+    return int(max((float(v[0]) for v in finish.values()), default=0))
+
+
+def depth(stages: Sequence[BoundStage]) -> int:
+    """Stages on the longest chain (each is a dispatch the engine adds time for)."""
+    return critical_path_ms(stages, {s.id: 1 for s in stages})
 
 
 def estimate(
     stages: Sequence[BoundStage],
+    knowledge: Knowledge | None = None,
     *,
-    history: Mapping[tuple[str, str], WorkerStats] | None = None,
     prices: Mapping[str, float] | None = None,
+    unusable: Set[str] = frozenset(),
+    needs: Mapping[str, str] | None = None,
+    queue_wait_ms: float = 0.0,
+    draws: int = DRAWS,
+    seed: int = 0,
 ) -> Estimate:
-    """Cost and time per stage from history when it exists, else from the template's hints."""
-    history = history or {}
+    """Quantiles of the run's time and its cost; ``unusable`` are resources this run cannot
+    use (they need what is not configured): neither reserved nor priced; ``needs`` names what a
+    resource needs to exist (``openai_api`` -> ``llm``), which says each stage's method."""
+    knowledge = knowledge or Knowledge()
     prices = prices or {}
-    breakdown: list[StageEstimate] = []
-    weights: list[float] = []
-    for stage in stages:
-        stats = history.get((stage.worker, stage.action), WorkerStats())
-        resource_cost = sum(q * prices.get(r, 0.0) for r, q in stage.resources.items())
-        if stats.samples and stats.avg_time_ms is not None:
-            time_ms = int(stats.avg_time_ms)
-            cost = stats.avg_cost_usd if stats.avg_cost_usd is not None else resource_cost
-            source = "history"
-            weights.append(min(1.0, stats.samples / FULL_CONFIDENCE_SAMPLES))
-        else:
-            time_ms = stage.estimate.time_ms
-            cost = stage.estimate.cost_usd or resource_cost
-            source = "template hint"
-            weights.append(0.0)
-        breakdown.append(
-            StageEstimate(
-                stage.id,
-                stage.worker,
-                stage.action,
-                round(cost, 6),
-                time_ms,
-                source,
-                dict(stage.resources),
-            )
+    rng = np.random.default_rng(seed)
+    order = _order(stages)
+    items: dict[str, float | None] = {}
+    time_draws: dict[str, np.ndarray] = {}
+    cost_draws = np.zeros(draws)
+    breakdown: dict[str, StageEstimate] = {}
+    for stage in order:
+        models = knowledge.actions.get((stage.worker, stage.action), ActionModels())
+        upstream = [items.get(d) for d in stage.depends_on]
+        in_items = sum(i for i in upstream if i is not None) if any(upstream) else None
+        features = stage_features(stage, unusable, in_items)
+        items[stage.id] = models.items.quantiles(features).p50 if models.items else None
+        time_draws[stage.id], quantiles, source = _stage_time(stage, models, features, rng, draws)
+        stage_cost = _stage_cost(stage, models, features, prices, unusable, rng, draws)
+        cost_draws += stage_cost
+        breakdown[stage.id] = StageEstimate(
+            stage.id,
+            stage.worker,
+            stage.action,
+            float(stage_cost.mean()),
+            round(quantiles.p50),
+            quantiles,
+            source,
+            _method(stage, unusable, needs or {}),
+            {r: q for r, q in stage.resources.items() if r not in unusable},
         )
-    times = {s.stage: s.time_ms for s in breakdown}
-    learned = sum(weights) / len(weights) if weights else 0.0
-    confidence = BASE_CONFIDENCE + (0.95 - BASE_CONFIDENCE) * learned
+    finish = _finish_times(stages, time_draws)
+    path = np.max(np.vstack(list(finish.values())), axis=0) if finish else np.zeros(draws)
+    overhead = _overhead(stages, knowledge.overhead, rng, draws)
+    total = path + overhead + max(0.0, queue_wait_ms)
+    p10, p50, p90 = (float(np.quantile(total, q)) for q in (0.1, 0.5, 0.9))
+    coverage = knowledge.coverage
     return Estimate(
-        cost_usd=sum(s.cost_usd for s in breakdown),
-        time_ms=critical_path_ms(stages, times),
-        confidence=confidence,
-        breakdown=breakdown,
+        time=Quantiles(p10, p50, p90),
+        cost_usd=float(cost_draws.mean()),
+        cost_p90_usd=float(np.quantile(cost_draws, 0.9)),
+        confidence=coverage.share if coverage.share is not None else NOMINAL_CONFIDENCE,
+        confidence_runs=coverage.runs,
+        breakdown=[breakdown[s.id] for s in stages],
+        overhead_ms=int(np.median(overhead)),
+        queue_wait_ms=int(max(0.0, queue_wait_ms)),
     )
+
+
+def remaining_ms(
+    deps: Mapping[str, Sequence[str]],
+    p50: Mapping[str, float],
+    ended: set[str],
+    running_for: Mapping[str, float],
+) -> int:
+    """What is left of a run: the critical path of the stages not ended, each at its
+    predicted median (less what a running stage already spent)."""
+    left = {
+        s: 0.0 if s in ended else max(0.0, p50.get(s, 0.0) - running_for.get(s, 0.0)) for s in deps
+    }
+    finish: dict[str, float] = {}
+    for s in graphlib.TopologicalSorter({k: list(v) for k, v in deps.items()}).static_order():
+        if s in left:
+            finish[s] = left[s] + max((finish.get(d, 0.0) for d in deps.get(s, ())), default=0)
+    return int(max(finish.values(), default=0.0))
+
+
+def _order(stages: Sequence[BoundStage]) -> list[BoundStage]:
+    by_id = {s.id: s for s in stages}
+    sorter = graphlib.TopologicalSorter({s.id: s.depends_on for s in stages})
+    return [by_id[i] for i in sorter.static_order() if i in by_id]
+
+
+def _finish_times(
+    stages: Sequence[BoundStage], own: Mapping[str, np.ndarray]
+) -> dict[str, np.ndarray]:
+    finish: dict[str, np.ndarray] = {}
+    for stage in _order(stages):  # a dependency outside ``stages`` (a checkpoint) adds 0
+        before = [finish[d] for d in stage.depends_on if d in finish]
+        start = np.max(np.vstack(before), axis=0) if before else 0.0
+        finish[stage.id] = own[stage.id] + start
+    return finish
+
+
+def _stage_time(
+    stage: BoundStage,
+    models: ActionModels,
+    features: Mapping[str, float],
+    rng: np.random.Generator,
+    draws: int,
+) -> tuple[np.ndarray, Quantiles, str]:
+    if models.time is not None:
+        return models.time.draw(features, rng, draws), models.time.quantiles(features), "history"
+    hint = float(stage.estimate.time_ms)
+    sigma = math.log(HINT_SPREAD) / _Z90
+    sample = hint * np.exp(rng.normal(0.0, sigma, draws))
+    return sample, Quantiles(hint / HINT_SPREAD, hint, hint * HINT_SPREAD), "template hint"
+
+
+def _stage_cost(
+    stage: BoundStage,
+    models: ActionModels,
+    features: Mapping[str, float],
+    prices: Mapping[str, float],
+    unusable: Set[str],
+    rng: np.random.Generator,
+    draws: int,
+) -> np.ndarray:
+    """USD per draw: each usable resource's units (learned, else the hint or reservation)."""
+    cost = np.zeros(draws)
+    hinted = stage.estimate.cost_usd
+    mine = [r for r in stage.resources if r not in unusable]
+    for resource in mine:  # what the run cannot use is neither reserved nor priced
+        price = prices.get(resource, 0.0)
+        model = models.units.get(resource)
+        if model is not None:
+            cost += model.draw(features, rng, draws) * price
+        elif not hinted:
+            cost += stage.resources[resource] * price  # the reservation is all it may use
+    learned = any(r in models.units for r in mine)
+    if hinted and not learned and (mine or not stage.resources):
+        cost += hinted
+    return cost
+
+
+def _overhead(
+    stages: Sequence[BoundStage], model: Model | None, rng: np.random.Generator, draws: int
+) -> np.ndarray:
+    hops = depth(stages)
+    if model is None:
+        return np.full(draws, DEFAULT_OVERHEAD_MS + DEFAULT_HOP_MS * hops)
+    return model.draw(overhead_features(hops, len(stages)), rng, draws)
+
+
+def overhead_features(hops: int, stages: int) -> dict[str, float]:
+    """What the engine's own time per run depends on: dispatches in a row, stages in all."""
+    return {"hops": float(hops), "stages": float(stages)}
+
+
+def _method(stage: BoundStage, unusable: Set[str], needs: Mapping[str, str]) -> str | None:
+    """``llm`` (what its resources need) when the run has it, ``offline`` when it has not,
+    None for a stage that needs nothing optional."""
+    wanted = [r for r in stage.resources if r in needs]
+    if not wanted:
+        return None
+    if any(r in unusable for r in wanted):
+        return "offline"
+    return needs[wanted[0]]

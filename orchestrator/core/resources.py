@@ -7,7 +7,7 @@ the only I/O, in ``load_resources``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -28,6 +28,10 @@ class ResourceLimit(_Strict):
     monthly_limit: float | None = Field(default=None, gt=0)
     rate_limit_per_minute: float | None = Field(default=None, gt=0)
     unit_price_usd: float = Field(default=0.0, ge=0)
+    #: A capability the resource exists only with: ``llm`` (an LLM is configured,
+    #: ``ORCH_LLM_BASE_URL``). Without it, stages run their offline methods and the resource
+    #: is neither reserved nor priced.
+    needs: Literal["llm"] | None = None
 
     @model_validator(mode="after")
     def _month_holds_a_day(self) -> ResourceLimit:
@@ -68,6 +72,14 @@ class ResourcePool(_Strict):
 
     def prices(self) -> dict[str, float]:
         return {name: limit.unit_price_usd for name, limit in self.resources.items()}
+
+    def needs(self) -> dict[str, str]:
+        """Resource -> the capability it needs, for the resources that need one."""
+        return {name: limit.needs for name, limit in self.resources.items() if limit.needs}
+
+    def unusable(self, capabilities: set[str]) -> set[str]:
+        """Resources that do not exist without a capability missing from ``capabilities``."""
+        return {name for name, need in self.needs().items() if need not in capabilities}
 
 
 def parse_resources(text: str, *, source: str = "resources.yaml") -> ResourcePool:

@@ -52,6 +52,8 @@ class PipelineExecution(Base):
     #: Stages a resume must run again (None: all of them); how often the run was resumed.
     rerun_stages: Mapped[list[Any] | None] = mapped_column(JSON)
     resume_count: Mapped[int] = mapped_column(Integer, default=0)
+    #: The estimate stated at submission: time quantiles, cost, per stage (for accuracy).
+    estimate: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), default=utcnow, onupdate=utcnow
@@ -93,6 +95,9 @@ class StageExecution(Base):
     time_ms: Mapped[int | None] = mapped_column(Integer)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    #: What was known of the stage before it ran (its params as numbers, its upstream
+    #: stages, the resources it may use): the estimator learns from these.
+    features: Mapped[dict[str, Any] | None] = mapped_column(JSON)
 
     execution: Mapped[PipelineExecution] = relationship(back_populates="stages")
 

@@ -113,11 +113,17 @@ def test_estimate(api_server: Api) -> None:
         "POST", "/estimate", json={"template_name": "delivering", "parameters": {"tokens": 10}}
     ).json()
     assert body["feasible"] is True
-    assert body["estimated_time_ms"] == 200
+    # No history of this template yet: its hint is the median of a wide interval, plus the
+    # engine's own overhead.
+    times = body["time_ms"]
+    assert times["p10"] < 200 < times["p90"] and body["estimated_time_ms"] == times["p50"]
     assert body["breakdown"][0]["stage"] == "write"
-    assert body["estimated_cost_usd"] == pytest.approx(2000 * 0.0000006)
-    assert body["resource_availability"]["openai_api"] == "available"
-    assert 0 < body["confidence"] <= 1
+    # No LLM is configured here: openai_api (needs: llm) is neither reserved nor priced, and
+    # the stage is said to run its offline method.
+    assert body["estimated_cost_usd"] == 0 and body["cost_usd"] == {"expected": 0, "p90": 0}
+    assert body["breakdown"][0]["method"] == "offline"
+    assert body["resource_availability"]["openai_api"] == "not used: needs llm"
+    assert 0 < body["confidence"] <= 1 and body["confidence_runs"] >= 0
 
 
 def test_execute_follow_inspect_and_download(api_server: Api) -> None:

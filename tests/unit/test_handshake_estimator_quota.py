@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from orchestrator.core import quota
-from orchestrator.core.estimator import WorkerStats, critical_path_ms, estimate
+from orchestrator.core.estimator import critical_path_ms
 from orchestrator.core.handshake import HandshakePacket
 from orchestrator.core.templates import bind, parse_template
 
@@ -102,16 +102,6 @@ def _stages():
 
 def test_critical_path_takes_the_longest_branch() -> None:
     assert critical_path_ms(_stages()) == 100 + 500 + 50
-
-
-def test_estimate_from_hints_then_from_history() -> None:
-    guess = estimate(_stages(), prices={"openai_api": 0.00001})
-    assert guess.cost_usd == pytest.approx(0.01 + 0.01 + 0.02 + 0.0)
-    assert guess.time_ms == 650 and guess.confidence == 0.5
-    assert {s.source for s in guess.breakdown} == {"template hint"}
-    learned = estimate(_stages(), history={("w", "x"): WorkerStats(10, 0.0, 40)})
-    assert learned.time_ms == 10 + 500 + 10
-    assert 0.5 < learned.confidence < 0.95
 
 
 @pytest.mark.parametrize(

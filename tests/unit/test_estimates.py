@@ -1,0 +1,149 @@
+"""The estimator's pure core: quantile models, the run's time over the DAG, cost, ETA.
+
+No history, one sample, identical samples, a category never seen, NaN in the features: each
+gives an honest interval, never a negative or NaN figure.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+
+import pytest
+
+from orchestrator.core import predictor
+from orchestrator.core.estimator import (
+    DEFAULT_HOP_MS,
+    DEFAULT_OVERHEAD_MS,
+    NOMINAL_CONFIDENCE,
+    ActionModels,
+    Coverage,
+    Knowledge,
+    estimate,
+    remaining_ms,
+    stage_features,
+)
+from orchestrator.core.templates import bind, parse_template
+
+TEMPLATE = {
+    "name": "e",
+    "parameters": {"n": {"type": "integer", "default": 1}, "mode": {"default": "fast"}},
+    "stages": [
+        {"id": "a", "worker": "w", "action": "x", "params": {"n": "${n}", "mode": "${mode}"},
+         "estimate": {"time_ms": 100, "cost_usd": 0.01}},
+        {"id": "b", "worker": "w", "action": "y", "depends_on": ["a"],
+         "estimate": {"time_ms": 500}, "resources": {"openai_api": 1000}},
+        {"id": "c", "worker": "w", "action": "x", "depends_on": ["a"], "params": {"n": 1},
+         "estimate": {"time_ms": 200, "cost_usd": 0.02}},
+        {"id": "d", "worker": "w", "action": "z", "depends_on": ["b", "c"],
+         "estimate": {"time_ms": 50}},
+    ],
+}  # fmt: skip
+PRICES = {"openai_api": 0.00001}
+
+
+def stages(**params: object):
+    return bind(parse_template(TEMPLATE), dict(params))
+
+
+def sane(value: float) -> bool:
+    return math.isfinite(value) and value >= 0
+
+
+def test_without_history_the_hints_are_the_median_and_the_interval_is_wide() -> None:
+    result = estimate(stages(), prices=PRICES)
+    hops = 3  # a, b, d
+    assert result.time.p50 == pytest.approx(
+        650 + DEFAULT_OVERHEAD_MS + DEFAULT_HOP_MS * hops, rel=0.35
+    )
+    assert result.time.p10 < result.time.p50 / 1.5 and result.time.p90 > result.time.p50 * 1.5
+    assert result.cost_usd == pytest.approx(0.01 + 1000 * 0.00001 + 0.02)
+    assert {s.source for s in result.breakdown} == {"template hint"}
+    assert (result.confidence, result.confidence_runs) == (NOMINAL_CONFIDENCE, 0)
+
+
+def test_a_resource_the_run_cannot_use_is_neither_priced_nor_reserved() -> None:
+    offline = estimate(
+        stages(), prices=PRICES, unusable={"openai_api"}, needs={"openai_api": "llm"}
+    )
+    b = next(s for s in offline.breakdown if s.stage == "b")
+    assert (b.method, b.resources, b.cost_usd) == ("offline", {}, 0.0)
+    online = estimate(stages(), prices=PRICES, needs={"openai_api": "llm"})
+    assert next(s for s in online.breakdown if s.stage == "b").method == "llm"
+
+
+def rows_where_time_grows_with_n(count: int, seed: int = 1):
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(count):
+        n = rng.randint(1, 20)
+        features = stage_features(stages(n=n)[0], frozenset(), None)
+        rows.append((features, 50.0 * n * rng.uniform(0.9, 1.1)))
+    return rows
+
+
+def test_a_model_learns_what_a_parameter_does_to_the_time() -> None:
+    model = predictor.fit(rows_where_time_grows_with_n(60))
+    assert model is not None and model.names
+    knowledge = Knowledge({("w", "x"): ActionModels(time=model)}, coverage=Coverage(0.85, 30))
+    small = estimate(stages(n=2), knowledge).breakdown[0]
+    big = estimate(stages(n=18), knowledge).breakdown[0]
+    assert small.source == "history"
+    assert big.time.p50 > 4 * small.time.p50
+    assert big.time.p10 < 900 < big.time.p90  # 50 ms * 18 inside the 80% interval
+    assert estimate(stages(n=2), knowledge).confidence == 0.85
+
+
+def test_a_value_never_seen_widens_the_interval() -> None:
+    model = predictor.fit(rows_where_time_grows_with_n(40))
+    assert model is not None
+    features = stage_features(stages(n=5)[0], frozenset(), None)
+    seen = model.quantiles(features)
+    novel = model.quantiles({**{k: v for k, v in features.items() if "mode=" not in k},
+                             "mode=slow": 1.0})  # fmt: skip
+    assert novel.p90 / novel.p10 > seen.p90 / seen.p10
+
+
+@pytest.mark.parametrize(
+    "rows",
+    [
+        [],
+        [({"n": 1.0}, 100.0)],  # one sample: its value, with a wide interval
+        [({"n": 1.0}, 100.0)] * 2,
+        [({"n": 1.0}, 100.0)] * 12,  # all identical
+        [({"n": float("nan")}, 100.0), ({"n": 2.0}, 0.0), ({"n": 3.0}, 1e9)] * 3,
+    ],
+)
+def test_edges_give_finite_non_negative_figures(rows) -> None:
+    model = predictor.fit(rows)
+    if len(rows) < predictor.MIN_ROWS:
+        assert model is None
+        model_set = ActionModels()
+    else:
+        assert model is not None
+        q = model.quantiles({"n": 5.0})
+        assert all(sane(v) for v in (q.p10, q.p50, q.p90)) and q.p10 < q.p50 < q.p90
+        model_set = ActionModels(time=model, units={"openai_api": model})
+    result = estimate(stages(), Knowledge({("w", "x"): model_set}), prices=PRICES)
+    figures = [result.time.p10, result.time.p50, result.time.p90, result.cost_usd]
+    assert all(sane(v) for v in figures), figures
+    json.dumps(result.as_dict(), allow_nan=False)
+
+
+def test_knowledge_survives_json() -> None:
+    model = predictor.fit(rows_where_time_grows_with_n(20))
+    assert model is not None
+    knowledge = Knowledge({("w", "x"): ActionModels(model, None, {"openai_api": model})},
+                          model, Coverage(0.5, 4), 123)  # fmt: skip
+    again = Knowledge.from_json(json.loads(json.dumps(knowledge.to_json())))
+    assert again == knowledge
+
+
+def test_what_is_left_follows_what_ended() -> None:
+    deps = {"a": [], "b": ["a"], "c": ["a"], "d": ["b", "c"]}
+    p50 = {"a": 100, "b": 500, "c": 200, "d": 50}
+    assert remaining_ms(deps, p50, set(), {}) == 650
+    assert remaining_ms(deps, p50, {"a"}, {"b": 300}) == 250
+    assert remaining_ms(deps, p50, {"a", "b"}, {}) == 250  # c still ahead of d
+    assert remaining_ms(deps, p50, set(deps), {}) == 0
