@@ -35,8 +35,9 @@ class _TemplateLoader(yaml.SafeLoader):
 
 def parse_yaml(text: str, *, source: str = "template") -> Template:
     """Parse YAML text into a validated template; syntax errors name the line."""
-    loader = _TemplateLoader(text)
+    loader = None
     try:
+        loader = _TemplateLoader(text)  # its reader already refuses control characters
         data = loader.get_single_data()
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
@@ -45,7 +46,8 @@ def parse_yaml(text: str, *, source: str = "template") -> Template:
     except RecursionError:  # PyYAML composes recursively
         raise ValidationFailed(f"{source}: invalid YAML: nested too deeply") from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     return parse_template(data if data is not None else {})
 
 

@@ -110,12 +110,18 @@ def database(settings: Settings) -> Iterator[Database]:
     db.dispose()
 
 
+#: Tables ``db`` keeps: the keys of the session's API process (tests/live.py) must stay valid
+#: for the tiers that run after a test that empties the database.
+KEPT_TABLES = {"api_keys"}
+
+
 @pytest.fixture
 def db(database: Database) -> Iterator[Database]:
-    """``database`` with every table emptied before the test."""
+    """``database`` with every table emptied before the test (but the API keys)."""
     with database.engine.begin() as connection:
         for table in reversed(Base.metadata.sorted_tables):
-            connection.execute(table.delete())
+            if table.name not in KEPT_TABLES:
+                connection.execute(table.delete())
     yield database
 
 
