@@ -25,9 +25,9 @@ import redis
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from orchestrator.admission import Admission, RunNeeds  # noqa: E402
-from orchestrator.constants import Priority  # noqa: E402
-from orchestrator.core.resources import parse_resources  # noqa: E402
+from orchestrator.constants import Priority
+from orchestrator.core.resources import parse_resources
+from orchestrator.engine.admission import Admission, RunNeeds
 
 URL = "redis://127.0.0.1:6379/10"
 PROCESSES, THREADS, SECONDS, ROUNDS = 5, 10, 1.0, 12

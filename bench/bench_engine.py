@@ -24,13 +24,15 @@ from celery import chain, chord, group
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.harness import bench_settings  # noqa: E402
-from orchestrator import coordinator, events, migrations, template_registry  # noqa: E402
-from orchestrator.canvas import finish_task_id  # noqa: E402
-from orchestrator.core.templates import parse_template  # noqa: E402
-from orchestrator.embedded_s3 import ensure_running  # noqa: E402
-from orchestrator.runtime import Runtime  # noqa: E402
-from orchestrator.supervisor import start_fleet  # noqa: E402
+from bench.harness import bench_settings
+from orchestrator import template_registry
+from orchestrator.core.templates import parse_template
+from orchestrator.engine import coordinator, events
+from orchestrator.engine.canvas import finish_task_id
+from orchestrator.ops import migrations
+from orchestrator.ops.supervisor import start_fleet
+from orchestrator.runtime import Runtime
+from orchestrator.storage.embedded import ensure_running
 
 REDIS_DB = 10
 STAGES = 40
@@ -110,7 +112,7 @@ def main() -> None:
 
     runtime = Runtime(settings, app)
     runtime.redis.flushdb()
-    known = coordinator.known_workers(runtime)
+    known = template_registry.known_workers(runtime)
     for definition in (linear(STAGES), linear(SHORT), fanout(10), fanout(200)):
         template_registry.put(runtime.db, parse_template(definition), known)
     fleet = start_fleet(

@@ -24,13 +24,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.harness import bench_settings  # noqa: E402
-from orchestrator import events, migrations, supervisor  # noqa: E402
-from orchestrator.api.stream_hub import CLIENT_NAME  # noqa: E402
-from orchestrator.auth import Scope, create_key  # noqa: E402
-from orchestrator.db import PipelineExecution  # noqa: E402
-from orchestrator.runtime import Runtime  # noqa: E402
-from orchestrator.settings import Settings  # noqa: E402
+from bench.harness import bench_settings
+from orchestrator import supervisor
+from orchestrator.api.stream_hub import CLIENT_NAME
+from orchestrator.auth import Scope, create_key
+from orchestrator.db import PipelineExecution
+from orchestrator.engine import events
+from orchestrator.ops import migrations
+from orchestrator.runtime import Runtime
+from orchestrator.settings import Settings
 
 REDIS_DB = 9
 EVENTS = 40

@@ -21,4 +21,5 @@ def bench_settings(redis_db: int, prefix: str = "orch-bench-") -> Settings:
         s3_bucket="orch-bench",
         templates_dir=ROOT / "templates",
         resources_file=ROOT / "resources.yaml",
+        worker_modules=("workers", "workers.testing"),  # echo, sleep: the bench's own types
     )

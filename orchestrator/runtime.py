@@ -7,36 +7,34 @@ after the fork, the first time a task needs them.
 from __future__ import annotations
 
 from functools import cached_property
-from typing import TYPE_CHECKING
 
 import redis
+from celery import Celery
 
+from orchestrator.broker import make_app
+from orchestrator.core.resources import ResourcePool, load_resources
 from orchestrator.db.session import Database
+from orchestrator.engine.admission import Admission
+from orchestrator.engine.ledger import usage_totals
 from orchestrator.sdk import REGISTRY, Registry, load_worker_modules
 from orchestrator.settings import Settings
-from orchestrator.storage import ObjectStore
-
-if TYPE_CHECKING:
-    from celery import Celery
-
-    from orchestrator.admission import Admission
-    from orchestrator.core.resources import ResourcePool
-    from orchestrator.outputs import Outputs
+from orchestrator.storage.objects import ObjectStore
+from orchestrator.storage.outputs import Outputs
 
 
 class Runtime:
     """The adapters of one process, each created lazily and kept."""
 
     def __init__(self, settings: Settings, celery: Celery | None = None) -> None:
+        """``celery``: the app with its tasks, in a worker process (``celery_app`` builds it);
+        elsewhere an app without tasks is made on first use, enough to send them by name."""
         self.settings = settings
         self._celery = celery
 
     @cached_property
     def celery(self) -> Celery:
         if self._celery is None:
-            from orchestrator.celery_app import create_celery_app
-
-            self._celery = create_celery_app(self.settings)
+            self._celery = make_app(self.settings, self.registry)
         return self._celery
 
     @cached_property
@@ -53,8 +51,6 @@ class Runtime:
 
     @cached_property
     def outputs(self) -> Outputs:
-        from orchestrator.outputs import Outputs
-
         return Outputs(self.redis, self.store)
 
     @cached_property
@@ -64,8 +60,6 @@ class Runtime:
 
     @cached_property
     def pool(self) -> ResourcePool:
-        from orchestrator.core.resources import load_resources
-
         return load_resources(self.settings.resources_file)
 
     @cached_property
@@ -75,9 +69,6 @@ class Runtime:
 
     @cached_property
     def admission(self) -> Admission:
-        from orchestrator.admission import Admission
-        from orchestrator.ledger import usage_totals
-
         return Admission(self.redis, self.pool, ledger=lambda now: usage_totals(self.db, now))
 
     def close(self) -> None:

@@ -2,7 +2,7 @@
 
 Nothing else in the product reads ``os.environ``: processes build a ``Settings`` at start and
 pass it down. Malformed values fail here, naming the variable; reachability is checked by
-``orchestrator.health.check_dependencies`` so that ``GET /health`` reuses the same probes.
+``orchestrator.ops.health.check_dependencies`` so that ``GET /health`` reuses the same probes.
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ class Settings:
     llm_model: str = "gpt-4o-mini"
     #: Feed URLs come from users: private and loopback hosts are refused unless allowed.
     allow_private_urls: bool = False
-    #: Loopback port of the shipped demo corpus (``orchestrator.corpus``); trusted by the workers.
+    #: Loopback port of the shipped demo corpus (``workers.lib.corpus``); trusted by the workers.
     corpus_port: int = 8765
     #: Largest request body the API accepts.
     max_request_bytes: int = 1_000_000
@@ -103,13 +103,14 @@ class Settings:
         if data_dir := get("ORCH_DATA_DIR"):
             values["data_dir"] = Path(data_dir)
         if url := get("ORCH_DATABASE_URL"):
-            values["database_url"] = _check_url(
+            database_url = _check_url(
                 "ORCH_DATABASE_URL",
                 url,
                 {"sqlite", "postgresql", "postgresql+psycopg", "postgres"},
             ).replace("postgres://", "postgresql+psycopg://", 1)
-            if values["database_url"].startswith("postgresql://"):  # type: ignore[union-attr]
-                values["database_url"] = "postgresql+psycopg://" + url.split("://", 1)[1]
+            if database_url.startswith("postgresql://"):
+                database_url = "postgresql+psycopg://" + url.split("://", 1)[1]
+            values["database_url"] = database_url
         if url := get("ORCH_REDIS_URL"):
             values["redis_url"] = _check_url("ORCH_REDIS_URL", url, {"redis", "rediss", "unix"})
         if url := get("ORCH_BROKER_URL"):

@@ -8,14 +8,17 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from sqlalchemy import func, select
 
-from orchestrator.core.templates import Template, check_workers, parse_template
+from orchestrator.core.templates import BoundStage, Template, bind, check_workers, parse_template
 from orchestrator.db import Database, TemplateVersion
 from orchestrator.errors import NotFound, ValidationFailed
+
+if TYPE_CHECKING:
+    from orchestrator.runtime import Runtime
 
 
 class _TemplateLoader(yaml.SafeLoader):
@@ -144,3 +147,24 @@ def list_current(database: Database) -> list[dict[str, Any]]:
             }
             for row in rows
         ]
+
+
+# -- with a runtime: the worker types it knows -----------------------------------------
+
+
+def known_workers(runtime: Runtime) -> dict[str, list[str]]:
+    return {w.name: list(w.actions) for w in runtime.registry}
+
+
+def sync_templates(runtime: Runtime) -> list[tuple[str, int, bool]]:
+    """Register the templates directory's YAML files (new versions only when changed)."""
+    return sync_directory(runtime.db, runtime.settings.templates_dir, known_workers(runtime))
+
+
+def prepare(
+    runtime: Runtime, template_name: str, parameters: dict[str, Any]
+) -> tuple[Template, list[BoundStage]]:
+    """The current template bound to ``parameters``: every user error surfaces here."""
+    template = get(runtime.db, template_name)
+    check_workers(template, known_workers(runtime))
+    return template, bind(template, parameters)

@@ -17,9 +17,9 @@ import redis
 from sqlalchemy import text
 
 from orchestrator.db import Base, Database
-from orchestrator.embedded_s3 import EmbeddedS3, ensure_running
 from orchestrator.settings import Settings
-from orchestrator.storage import ObjectStore
+from orchestrator.storage.embedded import EmbeddedS3, ensure_running
+from orchestrator.storage.objects import ObjectStore
 
 ROOT = Path(__file__).resolve().parent.parent
 CI = os.environ.get("CI") == "true"
@@ -70,7 +70,7 @@ def settings(data_dir: Path) -> Settings:
         s3_bucket=S3_BUCKET,
         templates_dir=ROOT / "templates",
         resources_file=ROOT / "resources.yaml",
-        worker_modules=("workers",),
+        worker_modules=("workers", "workers.testing"),  # the reference types and the test ones
         allow_private_urls=True,
     )
 
@@ -103,7 +103,7 @@ def database(settings: Settings) -> Iterator[Database]:
     Base.metadata.drop_all(db.engine)
     with db.engine.begin() as connection:
         connection.execute(text("DROP TABLE IF EXISTS alembic_version"))
-    from orchestrator.migrations import upgrade
+    from orchestrator.ops.migrations import upgrade
 
     upgrade(settings)  # the schema as the migrations make it, as production gets it
     yield db

@@ -13,13 +13,14 @@ from typing import Any
 import pytest
 from celery import Celery
 
-from orchestrator import coordinator, events, template_registry
+from orchestrator import template_registry
 from orchestrator.celery_app import create_celery_app
 from orchestrator.db import Database, PipelineExecution, StageExecution
-from orchestrator.embedded_s3 import EmbeddedS3
+from orchestrator.engine import coordinator, events
+from orchestrator.ops.supervisor import WorkerFleet, start_fleet
 from orchestrator.runtime import Runtime
 from orchestrator.settings import Settings
-from orchestrator.supervisor import WorkerFleet, start_fleet
+from orchestrator.storage.embedded import EmbeddedS3
 from tests.conftest import ROOT
 
 
@@ -38,7 +39,7 @@ def runtime(e2e_settings: Settings, celery_app: Celery, database: Database) -> I
     rt = Runtime(e2e_settings, celery_app)
     rt.redis.flushdb()  # once, before any worker declares its queues
     template_registry.sync_directory(
-        rt.db, e2e_settings.templates_dir, coordinator.known_workers(rt)
+        rt.db, e2e_settings.templates_dir, template_registry.known_workers(rt)
     )
     yield rt
     rt.close()
@@ -130,7 +131,7 @@ class Api:
 @pytest.fixture(scope="session")
 def api_server(runtime: Runtime, e2e_settings: Settings, fleet: WorkerFleet) -> Iterator[Api]:
     from orchestrator.auth import Scope, create_key
-    from orchestrator.supervisor import start_api
+    from orchestrator.ops.supervisor import start_api
 
     port = free_port()
     process = start_api(e2e_settings, port)

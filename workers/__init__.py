@@ -1,4 +1,6 @@
 """Worker types: one module each, registered through ``orchestrator.sdk.WorkerType``.
 
-Importing this package imports every module in it (``orchestrator.sdk.load_worker_modules``).
+``orchestrator.sdk.load_worker_modules`` imports every module in it but ``testing`` (the worker
+types of the tests and benchmarks, loaded only where ``ORCH_WORKER_MODULES`` names
+``workers.testing``); ``lib`` holds what the reference types share.
 """

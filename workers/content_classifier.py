@@ -20,10 +20,10 @@ import numpy as np
 from sklearn.metrics.pairwise import linear_kernel
 
 from orchestrator.errors import ValidationFailed
-from orchestrator.llm import LLMClient, ask_json
 from orchestrator.sdk import StageContext, StageResult, WorkerType
-from workers.contract import articles_in, field_in, shard_of
-from workers.text import FACETS, acronym, article_text, coverage, plain, tokens, vectorizer
+from workers.lib.contract import articles_in, field_in, shard_of
+from workers.lib.llm import LLMClient, ask_json
+from workers.lib.text import FACETS, acronym, article_text, coverage, plain, tokens, vectorizer
 
 log = logging.getLogger(__name__)
 

@@ -17,12 +17,12 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.constants import redis_key
-from orchestrator.corpus import ensure_corpus_server, is_corpus_url
 from orchestrator.errors import OrchestratorError, StageFailed, TransientStageError
 from orchestrator.sdk import StageContext, WorkerType
-from workers.contract import depth_of, outputs, shard_of
-from workers.feeds import parse_feed
-from workers.web import MAX_BYTES, RedisPacer, Validators, WebClient, shared_redis
+from workers.lib.contract import depth_of, outputs, shard_of
+from workers.lib.corpus import ensure_corpus_server, is_corpus_url
+from workers.lib.feeds import parse_feed
+from workers.lib.web import MAX_BYTES, RedisPacer, Validators, WebClient, shared_redis
 
 if TYPE_CHECKING:
     import redis

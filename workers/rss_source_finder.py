@@ -16,12 +16,12 @@ from html.parser import HTMLParser
 from typing import Any
 from urllib.parse import urldefrag, urljoin, urlsplit
 
-from orchestrator.corpus import ensure_corpus_server
 from orchestrator.errors import OrchestratorError, StageFailed, ValidationFailed
 from orchestrator.sdk import StageContext, WorkerType
-from workers.contract import depth_of, outputs
-from workers.feeds import ParsedFeed, parse_feed
-from workers.web import RedisPacer, WebClient, shared_redis
+from workers.lib.contract import depth_of, outputs
+from workers.lib.corpus import ensure_corpus_server
+from workers.lib.feeds import ParsedFeed, parse_feed
+from workers.lib.web import RedisPacer, WebClient, shared_redis
 
 log = logging.getLogger(__name__)
 

@@ -23,10 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.errors import ValidationFailed
-from orchestrator.llm import LLMClient, ask_json
 from orchestrator.sdk import StageContext, StageResult, WorkerType
-from workers.contract import articles_in, depth_of
-from workers.text import (
+from workers.lib.contract import articles_in, depth_of
+from workers.lib.llm import LLMClient, ask_json
+from workers.lib.text import (
     FACETS,
     acronym,
     article_text,

@@ -18,10 +18,10 @@ import numpy as np
 from sklearn.metrics.pairwise import linear_kernel
 
 from orchestrator.errors import ValidationFailed
-from orchestrator.llm import LLMClient, ask_json
 from orchestrator.sdk import StageContext, StageResult, WorkerType
-from workers.contract import articles_in, depth_of, field_in, relevance_of
-from workers.text import plain, sentences, string_list, tokens, vectorizer
+from workers.lib.contract import articles_in, depth_of, field_in, relevance_of
+from workers.lib.llm import LLMClient, ask_json
+from workers.lib.text import plain, sentences, string_list, tokens, vectorizer
 
 log = logging.getLogger(__name__)
 

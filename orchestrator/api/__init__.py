@@ -23,7 +23,7 @@ from orchestrator.settings import Settings
 
 #: Endpoints anyone may call.
 PUBLIC = {"ops.health"}
-BEARER = {"bearer": {"type": "http", "scheme": "bearer"}}
+BEARER: dict[str, Any] = {"bearer": {"type": "http", "scheme": "bearer"}}
 
 
 def create_app(settings: Settings, runtime: Runtime | None = None) -> OpenAPI:

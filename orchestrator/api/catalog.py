@@ -9,7 +9,7 @@ from flask import current_app, g, request
 from flask_openapi3 import APIBlueprint, Tag
 from sqlalchemy import select
 
-from orchestrator import coordinator, template_registry
+from orchestrator import template_registry
 from orchestrator.api.models import (
     AccuracyOut,
     AccuracyQuery,
@@ -26,9 +26,10 @@ from orchestrator.api.models import (
 from orchestrator.auth import Scope
 from orchestrator.core.templates import parse_template
 from orchestrator.db import WorkerRegistry
+from orchestrator.engine.estimates import accuracy
 from orchestrator.errors import Forbidden, NotFound, ValidationFailed
-from orchestrator.estimates import accuracy
 from orchestrator.runtime import Runtime
+from orchestrator.worker_registry import refresh
 
 api = APIBlueprint(
     "catalog", __name__, abp_tags=[Tag(name="catalog")], abp_security=[{"bearer": []}]
@@ -75,7 +76,7 @@ def put_template(path: TemplatePath, body: TemplateBody) -> tuple[dict[str, Any]
     row, created = template_registry.put(
         rt.db,
         template,
-        coordinator.known_workers(rt),
+        template_registry.known_workers(rt),
         source=body.yaml,
         created_by=g.principal.key_id,
     )
@@ -100,8 +101,6 @@ def _worker_out(row: WorkerRegistry) -> dict[str, Any]:
 def workers() -> dict[str, Any]:
     """The worker registry: capabilities, requirements, averages, health."""
     g.principal.require(Scope.MONITOR)
-    from orchestrator.worker_registry import refresh
-
     rt = runtime()
     refresh(rt)
     with rt.db.session() as session:

@@ -12,7 +12,6 @@ from flask import Response, current_app, g, request, stream_with_context
 from flask_openapi3 import APIBlueprint, Tag
 from sqlalchemy import func, select
 
-from orchestrator import coordinator
 from orchestrator.api.models import (
     DeliverablesOut,
     EstimateBody,
@@ -27,10 +26,12 @@ from orchestrator.api.models import (
 from orchestrator.auth import Scope
 from orchestrator.constants import Priority
 from orchestrator.db import PipelineExecution
+from orchestrator.engine import coordinator
+from orchestrator.engine.estimates import estimate_run
+from orchestrator.engine.execution_view import deliverables as deliverables_of
+from orchestrator.engine.execution_view import describe, serialize
+from orchestrator.engine.recovery import resume as resume_execution
 from orchestrator.errors import BadRequest, Conflict, NotFound
-from orchestrator.estimates import estimate_run
-from orchestrator.execution_view import deliverables as deliverables_of
-from orchestrator.execution_view import describe, serialize
 from orchestrator.runtime import Runtime
 
 api = APIBlueprint(
@@ -175,8 +176,6 @@ def resume(path: ExecutionPath) -> tuple[dict[str, Any], int]:
     """Rerun a failed or cancelled execution from its last good checkpoints."""
     g.principal.require(Scope.CLIENT)
     owned_execution(path.execution_id)
-    from orchestrator.recovery import resume as resume_execution
-
     resume_execution(runtime(), path.execution_id)
     return serialize(coordinator.load(runtime(), path.execution_id)), 202
 

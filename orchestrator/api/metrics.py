@@ -11,6 +11,7 @@ from prometheus_client.core import GaugeMetricFamily
 from sqlalchemy import func, select
 
 from orchestrator.db import PipelineExecution
+from orchestrator.engine.estimates import accuracy
 
 if TYPE_CHECKING:
     from flask import Request, Response
@@ -84,8 +85,6 @@ class PoolCollector:
     def _accuracy(self) -> Iterator[Any]:
         """How good the estimates of the last 100 runs were, per template (the feedback loop
         of ``GET /estimates/accuracy``)."""
-        from orchestrator.estimates import accuracy
-
         gauges = {
             key: GaugeMetricFamily(name, text, labels=["template"])
             for key, name, text in (

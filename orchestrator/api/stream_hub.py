@@ -17,7 +17,7 @@ from typing import Any
 
 import redis
 
-from orchestrator.events import FINAL, stream_key
+from orchestrator.engine.events import FINAL, stream_key
 
 log = logging.getLogger(__name__)
 

@@ -10,6 +10,7 @@ import sys
 
 import click
 
+from orchestrator import template_registry
 from orchestrator.settings import Settings
 
 
@@ -29,14 +30,13 @@ def api(settings: Settings, host: str, port: int, processes: int, connections: i
     """Serve the HTTP API."""
     from gunicorn.app.wsgiapp import WSGIApplication
 
-    from orchestrator import coordinator
-    from orchestrator.health import require
-    from orchestrator.migrations import upgrade
+    from orchestrator.ops.health import require
+    from orchestrator.ops.migrations import upgrade
     from orchestrator.runtime import Runtime
 
     require(settings, ("redis", "database"))
     upgrade(settings)
-    coordinator.sync_templates(Runtime(settings))
+    template_registry.sync_templates(Runtime(settings))
     argv = [
         "gunicorn",
         "orchestrator.api.wsgi:app",

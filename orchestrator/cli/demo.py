@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import click
 from rich.console import Console
 
+from orchestrator import template_registry
 from orchestrator.constants import Priority
 from orchestrator.settings import Settings
 
@@ -52,16 +53,16 @@ def save_deliverables(runtime: Runtime, execution_id: str, directory: Path) -> l
 @click.pass_obj
 def demo(settings: Settings, topic: str, depth: str) -> None:
     """Run market_research_pipeline end to end on this machine and show where the report is."""
-    from orchestrator import coordinator, events
     from orchestrator.cli.executions import print_estimate
     from orchestrator.cli.progress_view import follow_with_bars
     from orchestrator.cli.run import print_local_summary
-    from orchestrator.embedded_s3 import ensure_running
-    from orchestrator.estimates import estimate_run
-    from orchestrator.health import require
-    from orchestrator.migrations import upgrade
+    from orchestrator.engine import coordinator, events
+    from orchestrator.engine.estimates import estimate_run
+    from orchestrator.ops.health import require
+    from orchestrator.ops.migrations import upgrade
+    from orchestrator.ops.supervisor import deployed_queues, start_fleet
     from orchestrator.runtime import Runtime
-    from orchestrator.supervisor import deployed_queues, start_fleet
+    from orchestrator.storage.embedded import ensure_running
 
     console = Console()
     require(settings, ("redis",))  # the one thing the demo cannot start: says how to get it
@@ -72,7 +73,7 @@ def demo(settings: Settings, topic: str, depth: str) -> None:
         require(settings, ("database", "object_storage"))
         upgrade(settings)
         runtime = Runtime(settings)
-        coordinator.sync_templates(runtime)
+        template_registry.sync_templates(runtime)
         with console.status("starting the coordinator and one worker per worker type"):
             fleet = start_fleet(settings, runtime.celery, queues=deployed_queues(runtime.registry))
         console.print(f"workers up: {', '.join(fleet.processes)} (logs in {fleet.log_dir})")

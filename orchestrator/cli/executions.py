@@ -12,12 +12,13 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from orchestrator import template_registry
 from orchestrator.cli.run import api_client, parse_params, print_summary, with_api_options
 from orchestrator.settings import Settings
 
 
 def _runtime(settings: Settings) -> Any:
-    from orchestrator.health import require
+    from orchestrator.ops.health import require
     from orchestrator.runtime import Runtime
 
     require(settings, ("redis", "database"))
@@ -75,11 +76,10 @@ def estimate(
         body = {"template_name": template, "parameters": parameters}
         result = client.call("POST", "/estimate", json=body)
     else:
-        from orchestrator import coordinator
-        from orchestrator.estimates import estimate_run
+        from orchestrator.engine.estimates import estimate_run
 
         runtime = _runtime(settings)
-        coordinator.sync_templates(runtime)
+        template_registry.sync_templates(runtime)
         result = estimate_run(runtime, template, parameters)
     print_estimate(Console(), template, result)
 
@@ -110,7 +110,7 @@ def status(
         items = client.call("GET", "/executions", params={"limit": limit})["items"]
     else:
         from orchestrator.cli.run import print_local_summary
-        from orchestrator.execution_view import serialize
+        from orchestrator.engine.execution_view import serialize
 
         runtime = _runtime(settings)
         if execution_id:
@@ -150,7 +150,7 @@ def cancel(settings: Settings, execution_id: str, api_url: str | None, api_key: 
     if client is not None:
         result = client.call("POST", f"/executions/{execution_id}/cancel")["status"]
     else:
-        from orchestrator import coordinator
+        from orchestrator.engine import coordinator
 
         result = coordinator.cancel(_runtime(settings), execution_id)
     click.echo(f"{execution_id}: {result}")
@@ -176,7 +176,7 @@ def resume(
         client.call("POST", f"/executions/{execution_id}/resume")
         click.echo(f"{execution_id}: resumed")
         return
-    from orchestrator.recovery import resume as resume_execution
+    from orchestrator.engine.recovery import resume as resume_execution
 
     rerun = resume_execution(_runtime(settings), execution_id, parameters=parse_params(params))
     click.echo(f"{execution_id}: resumed; rerunning {', '.join(rerun) or 'nothing'}")
@@ -197,7 +197,7 @@ def accuracy(settings: Settings, template: str | None, last: int, as_json: bool)
     stage (what GET /estimates/accuracy serves)."""
     import json
 
-    from orchestrator.estimates import accuracy as measure
+    from orchestrator.engine.estimates import accuracy as measure
 
     figures = measure(_runtime(settings), template=template, last=max(1, last))
     if as_json:
@@ -205,8 +205,13 @@ def accuracy(settings: Settings, template: str | None, last: int, as_json: bool)
         return
     console = Console()
     table = Table(title=f"estimate accuracy, last {last} completed runs")
-    columns = ("runs", "time_median_abs_pct_error", "cost_median_abs_pct_error")
-    columns += ("interval_coverage", "within_p90")
+    columns = (
+        "runs",
+        "time_median_abs_pct_error",
+        "cost_median_abs_pct_error",
+        "interval_coverage",
+        "within_p90",
+    )
     table.add_column("template")
     for column in ("runs", "time error %", "cost error %", "in interval", "within p90"):
         table.add_column(column, justify="right")
@@ -220,7 +225,7 @@ def accuracy(settings: Settings, template: str | None, last: int, as_json: bool)
 @click.pass_obj
 def refit(settings: Settings) -> None:
     """Fit the estimator on the history now (beat does it every 30 s)."""
-    from orchestrator.estimates import refit as fit
+    from orchestrator.engine.estimates import refit as fit
 
     fitted = fit(_runtime(settings))
     click.echo(f"fitted {len(fitted.actions)} worker actions on the recent history")

@@ -21,7 +21,7 @@ def keys() -> None:
 def create(settings: Settings, scope: str, client_id: str | None, label: str | None) -> None:
     """Create a key and print it (it cannot be shown again)."""
     from orchestrator.db import Database
-    from orchestrator.health import require
+    from orchestrator.ops.health import require
 
     require(settings, ("database",))
     click.echo(create_key(Database(settings), Scope(scope), client_id=client_id, label=label))

@@ -71,7 +71,7 @@ class ApiClient:
 
 def parse_sse(lines: Iterator[str]) -> Iterator[tuple[str, dict[str, Any]]]:
     """``(id, data)`` of each SSE event; comments and ``retry:`` lines are skipped."""
-    event_id, data = "", []
+    event_id, data = "", list[str]()
     for line in lines:
         if not line:
             if data:

@@ -10,6 +10,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from orchestrator import template_registry
 from orchestrator.constants import Priority
 from orchestrator.settings import Settings
 
@@ -66,7 +67,7 @@ def print_summary(
 
 def print_local_summary(console: Console, runtime: Any, execution_id: str) -> None:
     """``print_summary`` of a run read from this process's database and storage."""
-    from orchestrator.execution_view import deliverables, describe
+    from orchestrator.engine.execution_view import deliverables, describe
 
     print_summary(console, describe(runtime, execution_id), deliverables(runtime, execution_id))
 
@@ -144,8 +145,8 @@ def warn_unserved(
 ) -> None:
     """Say so when no worker consumes a queue the run needs: it would wait in silence."""
     from orchestrator.constants import COORDINATOR_QUEUE
-    from orchestrator.coordinator import prepare
-    from orchestrator.supervisor import unserved_queues
+    from orchestrator.ops.supervisor import unserved_queues
+    from orchestrator.template_registry import prepare
 
     _template, stages = prepare(runtime, template, parameters)
     missing = unserved_queues(runtime.celery, {COORDINATOR_QUEUE, *(s.worker for s in stages)})
@@ -166,14 +167,14 @@ def run_locally(
     timeout: float,
 ) -> dict[str, Any]:
     """Submit through this process's configuration and follow the run's Redis stream."""
-    from orchestrator import coordinator, events
     from orchestrator.cli.progress_view import follow_with_bars
-    from orchestrator.health import require
+    from orchestrator.engine import coordinator, events
+    from orchestrator.ops.health import require
     from orchestrator.runtime import Runtime
 
     require(settings, ("redis", "database"))
     runtime = Runtime(settings)
-    coordinator.sync_templates(runtime)
+    template_registry.sync_templates(runtime)
     execution, created = coordinator.submit(
         runtime,
         template,

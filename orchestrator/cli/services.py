@@ -11,8 +11,8 @@ from orchestrator.settings import Settings
 @click.pass_obj
 def migrate(settings: Settings) -> None:
     """Bring the database schema to the newest version (alembic upgrade head)."""
-    from orchestrator.health import require
-    from orchestrator.migrations import upgrade
+    from orchestrator.ops.health import require
+    from orchestrator.ops.migrations import upgrade
 
     require(settings, ("database",))
     upgrade(settings)
@@ -27,7 +27,7 @@ def migrate(settings: Settings) -> None:
 def worker(settings: Settings, worker_type: str, concurrency: int | None, loglevel: str) -> None:
     """Run one Celery worker process serving the queue of WORKER TYPE."""
     from orchestrator.celery_app import create_celery_app
-    from orchestrator.health import require
+    from orchestrator.ops.health import require
 
     require(settings, ("redis", "broker"))
     app = create_celery_app(settings)
@@ -49,7 +49,7 @@ def worker(settings: Settings, worker_type: str, concurrency: int | None, loglev
 def beat(settings: Settings, loglevel: str) -> None:
     """Run Celery beat with the schedule of beat_schedule.py."""
     from orchestrator.celery_app import create_celery_app
-    from orchestrator.health import require
+    from orchestrator.ops.health import require
 
     require(settings, ("redis", "broker"))
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -72,10 +72,10 @@ def workers(settings: Settings, concurrency: int, beat: bool) -> None:
     import time
 
     from orchestrator.celery_app import create_celery_app
-    from orchestrator.embedded_s3 import ensure_running
-    from orchestrator.health import require
+    from orchestrator.ops.health import require
+    from orchestrator.ops.supervisor import deployed_queues, start_fleet, start_worker
     from orchestrator.sdk import load_worker_modules
-    from orchestrator.supervisor import deployed_queues, start_fleet, start_worker
+    from orchestrator.storage.embedded import ensure_running
 
     require(settings, ("redis", "broker"))
     store = ensure_running(settings)  # the zero-setup object store, when none is configured

@@ -6,7 +6,7 @@ an ``Estimate`` goes out. Each stage's time is drawn many times from its model; 
 is the critical path of each draw, plus the engine's overhead and the queue wait now; its
 quantiles are the quantiles of those sums. ``confidence`` is not a guess: it is the share of
 recent runs whose actual time fell inside the interval they were told (measured by
-``orchestrator.estimates``), with the number of runs behind it.
+``orchestrator.engine.estimates``), with the number of runs behind it.
 """
 
 from __future__ import annotations

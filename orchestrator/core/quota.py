@@ -7,8 +7,11 @@ resource (its theoretical arrival time), so a per-minute limit costs one key, no
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections import Counter, defaultdict
+from collections.abc import Mapping, Sequence, Set
+from dataclasses import dataclass, field
+
+from orchestrator.core.templates import BoundStage
 
 DAY_MS = 86_400_000
 MINUTE_MS = 60_000
@@ -117,3 +120,22 @@ def shortfalls(
 def refund(reserved: float, actual: float) -> float:
     """Units given back when a stage used less than it reserved (negative: an overage)."""
     return reserved - actual
+
+
+@dataclass(frozen=True)
+class RunNeeds:
+    """What a whole run needs: resource units in total, and stages per worker type."""
+
+    quotas: dict[str, float] = field(default_factory=dict)
+    workers: dict[str, int] = field(default_factory=dict)
+
+
+def run_needs(stages: Sequence[BoundStage], unusable: Set[str] = frozenset()) -> RunNeeds:
+    """What a whole run reserves: the sum of its stages' resources (but those it cannot use:
+    an LLM's tokens without an LLM), its worker types."""
+    quotas: dict[str, float] = defaultdict(float)
+    for stage in stages:
+        for resource, quantity in stage.resources.items():
+            if resource not in unusable:
+                quotas[resource] += quantity
+    return RunNeeds(quotas=dict(quotas), workers=dict(Counter(s.worker for s in stages)))

@@ -130,7 +130,7 @@ def _fail(where: str, problem: str) -> ValidationFailed:
     return ValidationFailed(f"{where}: {problem}", details={"where": where, "problem": problem})
 
 
-def _pydantic_where(error: dict[str, Any]) -> str:
+def _pydantic_where(error: Mapping[str, Any]) -> str:
     where = ""
     for part in error["loc"]:
         where += f"[{part}]" if isinstance(part, int) else (f".{part}" if where else str(part))

@@ -26,16 +26,17 @@ import redis
 from celery import Celery
 from sqlalchemy import func, select
 
-from orchestrator import coordinator, events, recovery, template_registry
+from orchestrator import template_registry
 from orchestrator.celery_app import create_celery_app
 from orchestrator.constants import COORDINATOR_QUEUE, REDIS_PREFIX, ExecutionStatus
 from orchestrator.db import Database, PipelineExecution, ResourceUsage, StageExecution
+from orchestrator.engine import coordinator, events, recovery
+from orchestrator.engine.run_state import RunState
 from orchestrator.errors import OrchestratorError
-from orchestrator.run_state import RunState
+from orchestrator.ops.supervisor import WorkerFleet, start_api, start_worker, wait_ready
 from orchestrator.runtime import Runtime
 from orchestrator.settings import Settings
-from orchestrator.storage import ObjectStore
-from orchestrator.supervisor import WorkerFleet, start_api, start_worker, wait_ready
+from orchestrator.storage.objects import ObjectStore
 from tests.conftest import ROOT
 
 HERE = Path(__file__).resolve().parent
@@ -426,7 +427,7 @@ def stack(
         app = create_celery_app(ours)
         runtime = Runtime(ours, app)
         template_registry.sync_directory(
-            runtime.db, ours.templates_dir, coordinator.known_workers(runtime)
+            runtime.db, ours.templates_dir, template_registry.known_workers(runtime)
         )
         built = Stack(ours, app, runtime, fleet, redis_server, s3)
         for queue in QUEUES:
@@ -455,7 +456,9 @@ def fresh(stack: Stack, db: Database) -> Stack:
     """The stack with empty tables (templates registered again), no orchestrator keys in
     Redis, and every worker answering."""
     template_registry.sync_directory(
-        stack.runtime.db, stack.settings.templates_dir, coordinator.known_workers(stack.runtime)
+        stack.runtime.db,
+        stack.settings.templates_dir,
+        template_registry.known_workers(stack.runtime),
     )
     stack.reset()
     stack.ensure_workers()

@@ -23,10 +23,10 @@ from typing import Any
 import httpx
 import pytest
 
-from orchestrator import coordinator, recovery
-from orchestrator.admission import ADMITTED_KEY
 from orchestrator.auth import Scope, create_key
 from orchestrator.constants import REDIS_PREFIX, ExecutionStatus
+from orchestrator.engine import coordinator, recovery
+from orchestrator.engine.admission import ADMITTED_KEY
 from orchestrator.errors import ResourceExhausted
 from tests.durability.conftest import OUTAGE_ERRORS, Stack
 

@@ -6,8 +6,8 @@ import time
 
 from celery.result import AsyncResult
 
-from orchestrator import coordinator
 from orchestrator.constants import ExecutionStatus, StageStatus
+from orchestrator.engine import coordinator
 from tests.durability.conftest import Stack
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import time
 
-from orchestrator import coordinator
 from orchestrator.constants import STAGE_ENDED, ExecutionStatus
-from orchestrator.run_state import RunState
+from orchestrator.engine import coordinator
+from orchestrator.engine.run_state import RunState
 from tests.durability.conftest import Stack
 
 

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from orchestrator import coordinator, recovery, template_registry
+from orchestrator import template_registry
 from orchestrator.constants import ExecutionStatus, StageStatus
 from orchestrator.core.handshake import DataRef
+from orchestrator.engine import coordinator, recovery
 from tests.durability.conftest import Stack
 
 CHECKPOINTS = ["first", "prepare"]

@@ -13,8 +13,8 @@ import time
 
 import pytest
 
-from orchestrator import coordinator, recovery
 from orchestrator.constants import ExecutionStatus
+from orchestrator.engine import coordinator, recovery
 from tests.durability.conftest import OUTAGE_ERRORS, Stack
 
 KILLS = 15

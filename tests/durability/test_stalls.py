@@ -15,8 +15,8 @@ import sys
 import time
 from typing import Any
 
-from orchestrator import coordinator, recovery
 from orchestrator.constants import ExecutionStatus
+from orchestrator.engine import coordinator, recovery
 from tests.durability.conftest import Stack, redeliver, wait_broker_idle
 
 #: A "worker" that takes one message from a queue without acknowledging it, then waits to

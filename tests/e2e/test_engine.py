@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from orchestrator.constants import ExecutionStatus, StageStatus
-from orchestrator.run_state import RunState
+from orchestrator.engine.run_state import RunState
 from tests.e2e.conftest import Runner
 
 

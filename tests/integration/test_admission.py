@@ -12,9 +12,9 @@ import time
 import pytest
 import redis
 
-from orchestrator.admission import Admission, RunNeeds
 from orchestrator.constants import Priority
 from orchestrator.core.resources import ResourcePool, parse_resources
+from orchestrator.engine.admission import Admission, RunNeeds
 from orchestrator.settings import Settings
 
 POOL = """

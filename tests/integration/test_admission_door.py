@@ -13,10 +13,11 @@ from pathlib import Path
 import pytest
 import redis
 
-from orchestrator import coordinator, template_registry
+from orchestrator import template_registry
 from orchestrator.db import Database
+from orchestrator.engine import coordinator
+from orchestrator.engine.ledger import record_usage
 from orchestrator.errors import ResourceExhausted, ValidationFailed
-from orchestrator.ledger import record_usage
 from orchestrator.runtime import Runtime
 from orchestrator.settings import Settings
 from tests.conftest import ROOT
@@ -39,7 +40,7 @@ def runtime(settings: Settings, db: Database, redis_client: redis.Redis, tmp_pat
         settings.with_overrides(resources_file=pool, templates_dir=ROOT / "tests" / "templates")
     )
     template_registry.sync_directory(
-        runtime.db, runtime.settings.templates_dir, coordinator.known_workers(runtime)
+        runtime.db, runtime.settings.templates_dir, template_registry.known_workers(runtime)
     )
     return runtime
 

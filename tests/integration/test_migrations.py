@@ -10,8 +10,8 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, inspect
 
-from orchestrator import migrations
 from orchestrator.db import Base
+from orchestrator.ops import migrations
 from orchestrator.settings import Settings
 from tests.conftest import PG_DATABASE, ensure_pg_database
 

@@ -13,7 +13,7 @@ import pytest
 
 from orchestrator.errors import ChecksumMismatch, DependencyUnavailable, ObjectMissing
 from orchestrator.settings import Settings
-from orchestrator.storage import PART_SIZE, ObjectStore
+from orchestrator.storage.objects import PART_SIZE, ObjectStore
 
 
 def _key() -> str:

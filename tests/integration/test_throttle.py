@@ -7,9 +7,9 @@ from pathlib import Path
 
 import redis
 
-from orchestrator import events
-from orchestrator.run_sink import RunSink
-from orchestrator.run_state import RunState
+from orchestrator.engine import events
+from orchestrator.engine.run_state import RunState
+from orchestrator.engine.stage.sink import RunSink
 from orchestrator.runtime import Runtime
 from orchestrator.sdk import StageContext
 from orchestrator.settings import Settings

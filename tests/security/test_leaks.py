@@ -13,10 +13,10 @@ import httpx
 import pytest
 
 from orchestrator.errors import ValidationFailed
+from orchestrator.ops.supervisor import start_api
 from orchestrator.settings import Settings
-from orchestrator.supervisor import start_api
 from tests.live import Api, free_port
-from workers.web import WebClient, check_url, is_public
+from workers.lib.web import WebClient, check_url, is_public
 
 
 @pytest.fixture

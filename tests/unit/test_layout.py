@@ -95,3 +95,83 @@ def test_compose_services_run_commands_the_project_has() -> None:
     product_types = {w.name for w in registry if not w.internal}
     assert product_types <= served, f"worker types without a service: {product_types - served}"
     assert "coordinator" in served
+
+
+def _module(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _dependencies(path: Path, known: set[str]) -> set[str]:
+    """Modules of ``known`` that ``path`` imports, deferred imports included (an import
+    inside a function is still an edge); ``if TYPE_CHECKING:`` blocks are not."""
+    found: set[str] = set()
+
+    def visit(node: ast.AST) -> None:
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, ast.If) and "TYPE_CHECKING" in ast.unparse(child.test):
+                continue
+            names: list[str] = []
+            if isinstance(child, ast.Import):
+                names = [alias.name for alias in child.names]
+            elif isinstance(child, ast.ImportFrom) and child.module and not child.level:
+                names = [child.module] + [f"{child.module}.{a.name}" for a in child.names]
+            for name in names:
+                while name and name not in known:
+                    name = name.rpartition(".")[0]
+                if name:
+                    found.add(name)
+            visit(child)
+
+    visit(ast.parse(path.read_text()))
+    return found
+
+
+def _import_graph() -> dict[str, set[str]]:
+    paths = {_module(p): p for p in (ROOT / "orchestrator").rglob("*.py")}
+    return {m: _dependencies(p, set(paths)) - {m} for m, p in paths.items()}
+
+
+def test_no_import_cycle_among_orchestrator_modules() -> None:
+    import graphlib
+
+    try:
+        graphlib.TopologicalSorter(_import_graph()).prepare()
+    except graphlib.CycleError as cycle:
+        raise AssertionError(f"import cycle: {' -> '.join(cycle.args[1])}") from None
+
+
+def test_the_engine_never_imports_the_api_or_the_cli() -> None:
+    for module, deps in _import_graph().items():
+        if module.startswith(("orchestrator.engine", "orchestrator.core", "orchestrator.storage")):
+            outward = {d for d in deps if d.startswith(("orchestrator.api", "orchestrator.cli"))}
+            assert not outward, f"{module} imports {outward}"
+
+
+def test_no_module_at_the_top_serves_only_one_other() -> None:
+    """A helper of one module lives beside it in its package, not at the top."""
+    graph = _import_graph()
+    users: dict[str, set[str]] = {m: set() for m in graph}
+    for module, deps in graph.items():
+        for dep in deps:
+            users[dep].add(module)
+    for path in (ROOT / "orchestrator").glob("*.py"):
+        module = _module(path)
+        if module in {"orchestrator", "orchestrator.celery_app"}:  # entry points
+            continue
+        assert len(users[module] - {"orchestrator"}) != 1, (module, users[module])
+
+
+def test_a_production_app_knows_no_test_worker_types() -> None:
+    """Without ``workers.testing`` named, its worker types get neither tasks nor queues."""
+    code = (
+        "from orchestrator.celery_app import create_celery_app\n"
+        "from orchestrator.settings import Settings\n"
+        "app = create_celery_app(Settings.from_env({}))\n"
+        "queues = {q.name for q in app.conf.task_queues}\n"
+        "assert not queues & {'echo', 'sum', 'fail', 'sleep', 'big'}, queues\n"
+        "assert 'topic_researcher' in queues and 'coordinator' in queues, queues\n"
+        "assert 'stage.echo' not in app.tasks and 'stage.topic_researcher' in app.tasks\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stderr

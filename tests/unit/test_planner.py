@@ -58,7 +58,7 @@ def test_celery_canvas_grows_linearly() -> None:
     """A chain of k fan-outs of 10 (celery#10171's shape) serialises in O(stages)."""
     from celery import Celery
 
-    from orchestrator.canvas import build_canvas
+    from orchestrator.engine.canvas import build_canvas
 
     app = Celery("sizes", set_as_current=False)
     sizes = []

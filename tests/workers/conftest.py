@@ -7,8 +7,8 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from orchestrator.corpus import CorpusServer
 from orchestrator.settings import Settings
+from workers.lib.corpus import CorpusServer
 
 
 @pytest.fixture(scope="module")

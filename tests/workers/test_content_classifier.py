@@ -11,11 +11,11 @@ import pytest
 
 from orchestrator.errors import ValidationFailed
 from orchestrator.sdk import REGISTRY
+from orchestrator.sdk.testing import llm_settings, output_of, stage_context
 from tests.workers.openai_server import OpenAIServer, Received, running
-from tests.workers.recording import llm_settings, output_of, stage_context
 from tests.workers.sample_articles import COFFEE, EV, QUANTUM, articles
 from workers.content_classifier import BATCH, THRESHOLD, classify, label_of
-from workers.text import article_text, coverage
+from workers.lib.text import article_text, coverage
 from workers.topic_researcher import expand_offline
 
 ARTICLE_FIELDS = {"id", "title", "link", "summary", "published", "source", "feed_url"}

@@ -1,4 +1,4 @@
-"""The shipped demo corpus and its loopback HTTP server (``orchestrator.corpus``)."""
+"""The shipped demo corpus and its loopback HTTP server (``workers.lib.corpus``)."""
 
 from __future__ import annotations
 
@@ -14,10 +14,10 @@ import feedparser
 import httpx
 import pytest
 
-from orchestrator import corpus
-from orchestrator.corpus import CorpusServer, corpus_dir, ensure_corpus_server, is_corpus_url
 from orchestrator.errors import ConfigError, DependencyUnavailable
 from orchestrator.settings import Settings
+from workers.lib import corpus
+from workers.lib.corpus import CorpusServer, corpus_dir, ensure_corpus_server, is_corpus_url
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -99,7 +99,7 @@ def test_ensure_reuses_a_corpus_served_by_another_process(settings: Settings) ->
     port = free_port()
     code = (
         "import sys, time\n"
-        "from orchestrator.corpus import CorpusServer\n"
+        "from workers.lib.corpus import CorpusServer\n"
         f"CorpusServer({port}); print('up', flush=True); sys.stdin.read()\n"
     )
     other = subprocess.Popen(

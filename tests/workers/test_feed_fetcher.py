@@ -1,4 +1,5 @@
-"""``feed_fetcher.fetch`` and ``workers.web`` on the shipped corpus, over real HTTP and Redis."""
+"""``feed_fetcher.fetch`` and ``workers.lib.web`` on the shipped corpus, over real HTTP and
+Redis."""
 
 from __future__ import annotations
 
@@ -10,12 +11,12 @@ from typing import Any
 import pytest
 import redis
 
-from orchestrator.corpus import CorpusServer
 from orchestrator.errors import StageFailed, ValidationFailed
+from orchestrator.sdk.testing import RecordingSink, stage_context
 from orchestrator.settings import Settings
-from tests.workers.recording import RecordingSink, stage_context
 from workers.feed_fetcher import FeedCache, fetch
-from workers.web import RedisPacer, WebClient, check_url
+from workers.lib.corpus import CorpusServer
+from workers.lib.web import RedisPacer, WebClient, check_url
 
 VOLTAGE_RSS = "/sites/voltage-weekly/feed.rss"
 VOLTAGE_ATOM = "/sites/voltage-weekly/feed.atom"

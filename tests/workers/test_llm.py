@@ -11,10 +11,10 @@ import pytest
 
 from orchestrator.core.retry import RetryPolicy
 from orchestrator.errors import StageFailed, TransientStageError
-from orchestrator.llm import LLMClient, ask, ask_json, json_object, parse_retry_after
+from orchestrator.sdk.testing import stage_context
 from orchestrator.settings import Settings
 from tests.workers.openai_server import OpenAIServer, completion, running
-from tests.workers.recording import stage_context
+from workers.lib.llm import LLMClient, ask, ask_json, json_object, parse_retry_after
 
 MESSAGES = [
     {"role": "system", "content": "You are terse."},

@@ -8,13 +8,13 @@ from typing import Any
 import pytest
 import redis
 
-from orchestrator.corpus import CorpusServer
 from orchestrator.sdk import StageContext
+from orchestrator.sdk.testing import RecordingSink, output_of, stage_context
 from orchestrator.settings import Settings
-from orchestrator.storage import ObjectStore
-from tests.workers.recording import RecordingSink, output_of, stage_context
+from orchestrator.storage.objects import ObjectStore
 from workers.feed_fetcher import fetch
-from workers.report_builder import build
+from workers.lib.corpus import CorpusServer
+from workers.report_builder.build import build
 
 FEEDS = ["voltage-weekly/feed.rss", "charge-point-journal/feed.atom", "tech-roundup/feed.rss"]
 SUBTOPICS = ["charging infrastructure", "battery technology", "market and prices"]

@@ -6,10 +6,10 @@ from typing import Any
 
 import pytest
 
-from orchestrator.corpus import CorpusServer
 from orchestrator.errors import StageFailed, ValidationFailed
+from orchestrator.sdk.testing import RecordingSink, stage_context
 from orchestrator.settings import Settings
-from tests.workers.recording import RecordingSink, stage_context
+from workers.lib.corpus import CorpusServer
 from workers.rss_source_finder import discover, read_page, terms_of
 
 EV = {"topic": "electric vehicles", "keywords": ["electric vehicle", "battery", "charging"]}

@@ -10,10 +10,10 @@ import pytest
 
 from orchestrator.errors import ValidationFailed
 from orchestrator.sdk import REGISTRY
+from orchestrator.sdk.testing import llm_settings, output_of, stage_context
 from tests.workers.openai_server import OpenAIServer, Received, running
-from tests.workers.recording import llm_settings, output_of, stage_context
 from tests.workers.sample_articles import articles
-from workers.text import FACETS, article_text
+from workers.lib.text import FACETS, article_text
 from workers.topic_researcher import COUNTS, corpus_names, corpus_texts, expand, expand_offline
 
 CONTRACT = {"topic", "depth", "subtopics", "keywords", "queries", "method"}

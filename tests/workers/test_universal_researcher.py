@@ -11,11 +11,11 @@ import pytest
 
 from orchestrator.errors import ValidationFailed
 from orchestrator.sdk import REGISTRY
+from orchestrator.sdk.testing import llm_settings, output_of, stage_context
 from tests.workers.openai_server import OpenAIServer, Received, running
-from tests.workers.recording import llm_settings, output_of, stage_context
 from tests.workers.sample_articles import COFFEE, EV, articles
 from workers.content_classifier import classify
-from workers.text import article_text
+from workers.lib.text import article_text
 from workers.topic_researcher import expand_offline
 from workers.universal_researcher import FINDINGS, PER_ARTICLE, research
 

@@ -2,7 +2,7 @@
 
 Feed and catalogue URLs come from users, so every request, redirects included, goes through
 ``check_url`` first: only http(s) to public addresses, unless ``Settings.allow_private_urls``.
-The one loopback exception is the shipped corpus origin (``orchestrator.corpus``), and only
+The one loopback exception is the shipped corpus origin (``workers.lib.corpus``), and only
 that exact scheme, host and port. Addresses are checked after resolving the name, every one
 of them, and the connection is made to an address checked by the connect itself (``Pinned``):
 a name that re-resolves to a private address between the check and the connect (DNS rebinding)
@@ -30,8 +30,8 @@ import httpcore
 import httpx
 
 from orchestrator.constants import redis_key
-from orchestrator.corpus import corpus_base_url, is_corpus_url
 from orchestrator.errors import StageFailed, TransientStageError, ValidationFailed
+from workers.lib.corpus import corpus_base_url, is_corpus_url
 
 if TYPE_CHECKING:
     import redis

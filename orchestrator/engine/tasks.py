@@ -11,12 +11,15 @@ from typing import Any
 from celery import Celery, Task
 from celery.exceptions import Ignore
 
-from orchestrator import coordinator
 from orchestrator.constants import STAGE_TASK_PREFIX
+from orchestrator.engine import coordinator
+from orchestrator.engine.estimates import refit
+from orchestrator.engine.recovery import reconcile as reconcile_runs
+from orchestrator.engine.stage.runner import run_stage
 from orchestrator.runtime import Runtime
 from orchestrator.sdk import Registry
 from orchestrator.settings import Settings
-from orchestrator.stage_runner import run_stage
+from orchestrator.worker_registry import refresh
 
 
 def register(app: Celery, settings: Settings, registry: Registry) -> None:
@@ -73,18 +76,12 @@ def register(app: Celery, settings: Settings, registry: Registry) -> None:
 
     @app.task(shared=False, name="coordinator.reconcile", ignore_result=True)
     def reconcile() -> dict[str, int]:
-        from orchestrator.recovery import reconcile as reconcile_runs
-
         return reconcile_runs(runtime)
 
     @app.task(shared=False, name="coordinator.refit_estimates", ignore_result=True)
     def refit_estimates() -> None:
-        from orchestrator.estimates import refit
-
         refit(runtime)
 
     @app.task(shared=False, name="coordinator.refresh_worker_health", ignore_result=True)
     def refresh_worker_health() -> None:
-        from orchestrator.worker_registry import refresh
-
         refresh(runtime, ping=True)

@@ -14,7 +14,7 @@ from typing import Any
 import redis
 
 from orchestrator.constants import STAGE_ENDED, redis_key
-from orchestrator.events import STREAM_MAXLEN, STREAM_TTL_S, stream_key
+from orchestrator.engine.events import STREAM_MAXLEN, STREAM_TTL_S, stream_key
 
 RUN_TTL_S = STREAM_TTL_S
 #: Keys ``stage_inputs`` adds to the meta it returns: the stages that have ended (a set

@@ -23,10 +23,11 @@ from orchestrator.constants import RUN_HALTED, STAGE_ENDED, StageStatus, redis_k
 from orchestrator.core.handshake import DataRef, HandshakePacket, NextStage, Summary
 from orchestrator.core.retry import RetryPolicy, compute_backoff, retry_after_of, should_retry
 from orchestrator.db import PipelineExecution
+from orchestrator.engine.ledger import record_usage
+from orchestrator.engine.run_state import STARTED_AT, RunState, now_ms
+from orchestrator.engine.stage.leases import LeaseKeeper
+from orchestrator.engine.stage.sink import RunSink, remaining_ms
 from orchestrator.errors import OrchestratorError, TransientStageError
-from orchestrator.lease_keeper import LeaseKeeper
-from orchestrator.run_sink import RunSink, remaining_ms
-from orchestrator.run_state import STARTED_AT, RunState, now_ms
 from orchestrator.runtime import Runtime
 from orchestrator.sdk import StageContext, StageResult
 
@@ -346,8 +347,6 @@ class _Stage:
         from it after a Redis restart), so a stage run again after its first settlement
         counts nothing a second time, even when Redis forgot that settlement.
         """
-        from orchestrator.ledger import record_usage
-
         reserved: dict[str, float] = self.spec.get("resources") or {}
         cost = 0.0
         for resource in sorted(set(reserved) | set(used)):

@@ -34,9 +34,11 @@ from orchestrator.core.estimator import (
     overhead_features,
     stage_features,
 )
+from orchestrator.core.quota import run_needs
 from orchestrator.core.templates import BoundStage
 from orchestrator.db import PipelineExecution, ResourceUsage, StageExecution
 from orchestrator.runtime import Runtime
+from orchestrator.template_registry import prepare
 
 log = logging.getLogger(__name__)
 
@@ -100,8 +102,6 @@ def estimate_run(
 ) -> dict[str, Any]:
     """Feasibility, time quantiles, cost, confidence and a per-stage breakdown (with the
     method each stage will use), before anything runs."""
-    from orchestrator.coordinator import prepare, run_needs
-
     _template, stages = prepare(runtime, template_name, parameters)
     needs = run_needs(stages, runtime.unusable)
     snapshot = runtime.admission.snapshot()

@@ -212,8 +212,14 @@ class Registry:
 REGISTRY = Registry()
 
 
+#: Submodules a worker package does not load unless named itself: worker types for tests
+#: (``workers.testing``) never reach a production app or its queues.
+NOT_LOADED_BY_PACKAGE = frozenset({"testing"})
+
+
 def load_worker_modules(modules: tuple[str, ...]) -> Registry:
-    """Import every worker module (a package imports its submodules) and return the registry."""
+    """Import every worker module (a package imports its submodules, but ``testing``) and
+    return the registry."""
     import importlib
     import pkgutil
 
@@ -221,5 +227,6 @@ def load_worker_modules(modules: tuple[str, ...]) -> Registry:
         module = importlib.import_module(module_name)
         if hasattr(module, "__path__"):
             for info in pkgutil.iter_modules(module.__path__, module_name + "."):
-                importlib.import_module(info.name)
+                if info.name.rpartition(".")[2] not in NOT_LOADED_BY_PACKAGE:
+                    importlib.import_module(info.name)
     return REGISTRY

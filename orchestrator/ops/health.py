@@ -19,7 +19,7 @@ from kombu import Connection
 from orchestrator.db.session import Database
 from orchestrator.errors import ConfigError
 from orchestrator.settings import Settings
-from orchestrator.storage import ObjectStore
+from orchestrator.storage.objects import ObjectStore
 
 #: Seconds each probe's client waits to connect or for an answer.
 PROBE_TIMEOUT_S = 2

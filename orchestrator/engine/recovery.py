@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
-from orchestrator import coordinator, estimates, template_registry
+from orchestrator import template_registry
 from orchestrator.constants import (
     COORDINATOR_QUEUE,
     LAUNCHABLE,
@@ -25,9 +25,10 @@ from orchestrator.constants import (
 from orchestrator.core.handshake import DataRef
 from orchestrator.core.templates import BoundStage, bind
 from orchestrator.db import PipelineExecution, StageExecution
+from orchestrator.engine import coordinator, estimates
+from orchestrator.engine.events import stream_key
+from orchestrator.engine.run_state import RunState, now_ms
 from orchestrator.errors import Conflict, OrchestratorError
-from orchestrator.events import stream_key
-from orchestrator.run_state import RunState, now_ms
 from orchestrator.runtime import Runtime
 
 log = logging.getLogger(__name__)

@@ -16,7 +16,7 @@ import redis
 from orchestrator.constants import redis_key
 from orchestrator.core.handshake import DataRef
 from orchestrator.errors import ChecksumMismatch, ObjectMissing, ValidationFailed
-from orchestrator.storage import ObjectStore
+from orchestrator.storage.objects import ObjectStore
 
 #: Outputs up to this size stay in Redis: a round trip instead of an S3 request.
 INLINE_LIMIT_BYTES = 64 * 1024
@@ -83,7 +83,7 @@ class Outputs:
             return decode(
                 self.store.get_bytes(ref.storage_key, checksum=ref.checksum), ref.storage_key
             )
-        data = self.redis.get(redis_key("out", ref.storage_key))
+        data = _as_bytes(self.redis.get(redis_key("out", ref.storage_key)))
         if data is None:
             raise ObjectMissing(f"output {ref.storage_key!r} is gone (expired or Redis restarted)")
         actual = hashlib.sha256(data).hexdigest()
@@ -102,5 +102,12 @@ class Outputs:
             return False
         if ref.storage_type == "s3":
             return self.store.exists(ref.storage_key, checksum=ref.checksum)
-        data = self.redis.get(redis_key("out", ref.storage_key))
+        data = _as_bytes(self.redis.get(redis_key("out", ref.storage_key)))
         return data is not None and hashlib.sha256(data).hexdigest() == ref.checksum
+
+
+def _as_bytes(value: object) -> bytes | None:
+    """A Redis value as bytes (this client never decodes responses)."""
+    if value is None or isinstance(value, bytes):
+        return value
+    return str(value).encode()

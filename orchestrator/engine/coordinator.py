@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections import Counter, defaultdict
-from collections.abc import Set
+from collections import defaultdict
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,8 +17,6 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from orchestrator import template_registry
-from orchestrator.admission import RunNeeds
-from orchestrator.canvas import build_canvas
 from orchestrator.constants import (
     LAUNCHABLE,
     ExecutionStatus,
@@ -30,10 +27,13 @@ from orchestrator.constants import (
 from orchestrator.core import quota
 from orchestrator.core.estimator import critical_path_ms
 from orchestrator.core.planner import plan as make_plan
-from orchestrator.core.templates import BoundStage, Template, bind, check_workers
+from orchestrator.core.quota import RunNeeds, run_needs
+from orchestrator.core.templates import BoundStage, bind
 from orchestrator.db import PipelineExecution, StageExecution
+from orchestrator.engine import estimates
+from orchestrator.engine.canvas import build_canvas
+from orchestrator.engine.run_state import RunState, now_ms
 from orchestrator.errors import Conflict, NotFound, ResourceExhausted, ValidationFailed
-from orchestrator.run_state import RunState, now_ms
 from orchestrator.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -42,28 +42,6 @@ PER = {"day": "daily", "month": "monthly"}
 
 #: How long a launch holds its claim: if its process dies, the next launch may go after this.
 LAUNCH_CLAIM_MS = 30_000
-
-
-def known_workers(runtime: Runtime) -> dict[str, list[str]]:
-    return {w.name: list(w.actions) for w in runtime.registry}
-
-
-def sync_templates(runtime: Runtime) -> list[tuple[str, int, bool]]:
-    """Register the templates directory's YAML files (new versions only when changed)."""
-    return template_registry.sync_directory(
-        runtime.db, runtime.settings.templates_dir, known_workers(runtime)
-    )
-
-
-def run_needs(stages: list[BoundStage], unusable: Set[str] = frozenset()) -> RunNeeds:
-    """What a whole run reserves: the sum of its stages' resources (but those it cannot use:
-    an LLM's tokens without an LLM), its worker types."""
-    quotas: dict[str, float] = defaultdict(float)
-    for stage in stages:
-        for resource, quantity in stage.resources.items():
-            if resource not in unusable:
-                quotas[resource] += quantity
-    return RunNeeds(quotas=dict(quotas), workers=dict(Counter(s.worker for s in stages)))
 
 
 def check_admissible(runtime: Runtime, needs: RunNeeds, client_id: str | None) -> None:
@@ -123,15 +101,6 @@ def check_admissible(runtime: Runtime, needs: RunNeeds, client_id: str | None) -
             )
 
 
-def prepare(
-    runtime: Runtime, template_name: str, parameters: dict[str, Any]
-) -> tuple[Template, list[BoundStage]]:
-    """The current template bound to ``parameters``: every user error surfaces here."""
-    template = template_registry.get(runtime.db, template_name)
-    check_workers(template, known_workers(runtime))
-    return template, bind(template, parameters)
-
-
 def submit(
     runtime: Runtime,
     template_name: str,
@@ -152,10 +121,8 @@ def submit(
         existing = find_by_request(runtime, client_id, request_id)
         if existing is not None:
             return existing, False
-    template, stages = prepare(runtime, template_name, parameters)
+    template, stages = template_registry.prepare(runtime, template_name, parameters)
     check_admissible(runtime, run_needs(stages, runtime.unusable), client_id)
-    from orchestrator import estimates  # it builds on this module
-
     estimate = estimates.cost_and_time(runtime, stages)
     execution = PipelineExecution(
         execution_id=f"exec_{uuid.uuid4().hex[:20]}",

@@ -1,7 +1,12 @@
-"""A ``StageSink`` that records what a stage reports, to call worker functions directly.
+"""Test your worker types without a broker: call the function with a recording context.
 
-It is the SDK's own extension point (``orchestrator.sdk.StageSink``), not a stand-in for a
-service: progress, usage, deliverables, cooldowns and throttles are simply kept in lists.
+``RecordingSink`` is the SDK's own extension point (``orchestrator.sdk.StageSink``), not a
+stand-in for a service: progress, usage, deliverables, cooldowns and throttles are simply kept
+in lists. Public, so worker types outside this repository are tested the same way::
+
+    ctx, sink = stage_context("summariser", "summarise")
+    result = summarise(ctx, {"fetch": {"documents": [...]}}, {})
+    assert sink.used("openai_api") == 1200
 """
 
 from __future__ import annotations

@@ -11,10 +11,10 @@ from typing import Any
 
 from sqlalchemy import select
 
-from orchestrator import coordinator
 from orchestrator.db import Deliverable, PipelineExecution, StageExecution
+from orchestrator.engine import coordinator
+from orchestrator.engine.run_state import RunState
 from orchestrator.errors import NotFound
-from orchestrator.run_state import RunState
 from orchestrator.runtime import Runtime
 
 #: How long a deliverable's download URL works.

@@ -1,7 +1,7 @@
 """Text processing shared by the research workers: tokens, sentences, phrases, TF-IDF.
 
 The data-contract plumbing (inputs by field name, shards, depth, ids) is in
-``workers.contract``. Everything here is offline and deterministic; nothing is downloaded.
+``workers.lib.contract``. Everything here is offline and deterministic; nothing is downloaded.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 
 from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS, TfidfVectorizer
 
-from workers.feeds import plain_text
+from workers.lib.feeds import plain_text
 
 
 def _vocabulary(text: str) -> frozenset[str]:

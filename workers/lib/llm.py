@@ -220,10 +220,11 @@ class LLMClient:
                 f"{response.text[:200]!r}"
             ) from exc
         usage = body.get("usage") if isinstance(body.get("usage"), dict) else {}
-        prompt = usage.get("prompt_tokens")
-        completion = usage.get("completion_tokens")
-        estimated = not isinstance(prompt, int) or not isinstance(completion, int)
-        if estimated:
+        prompt_n, completion_n = usage.get("prompt_tokens"), usage.get("completion_tokens")
+        estimated = not (isinstance(prompt_n, int) and isinstance(completion_n, int))
+        if isinstance(prompt_n, int) and isinstance(completion_n, int):
+            prompt, completion = prompt_n, completion_n
+        else:
             prompt = estimate_tokens("".join(m.get("content", "") for m in messages))
             completion = estimate_tokens(text)
         total = usage.get("total_tokens")

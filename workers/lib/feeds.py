@@ -16,7 +16,7 @@ from urllib.parse import urldefrag, urlsplit
 
 import feedparser
 
-from workers.contract import stable_id
+from workers.lib.contract import stable_id
 
 SUMMARY_CHARS = 600
 TITLE_CHARS = 300

@@ -1,6 +1,6 @@
 """Admission: reserve everything a run needs in Redis before it starts, as leases.
 
-The Lua scripts in ``orchestrator/lua/`` do the work atomically (``common.lua`` is their
+The Lua scripts in ``orchestrator/engine/lua/`` do the work atomically (``common.lua`` is their
 shared prelude); this class only builds their arguments and reads the pool for
 ``GET /resources``. The same window and rate rules live, testable without Redis, in
 ``orchestrator.core.quota``.
@@ -20,6 +20,7 @@ import redis
 
 from orchestrator.constants import REDIS_PREFIX, Priority
 from orchestrator.core import quota
+from orchestrator.core.quota import RunNeeds
 from orchestrator.core.resources import ResourcePool
 
 #: Priority band of the pending queue's score (``reserve.lua``: band * 10**13 + arrival ms).
@@ -32,14 +33,6 @@ ADMITTED_KEY = "admitted"
 
 #: What the ledger says was used, per resource: (today, this month), for ``now_ms``.
 LedgerTotals = Callable[[int], dict[str, tuple[float, float]]]
-
-
-@dataclass(frozen=True)
-class RunNeeds:
-    """What a whole run needs: resource units in total, and stages per worker type."""
-
-    quotas: dict[str, float] = field(default_factory=dict)
-    workers: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -57,7 +50,7 @@ def _script(name: str, header: str = "", parts: dict[str, str] | None = None) ->
     """``header``, then the script with common.lua and quota.lua before it, or where it says
     (``-- @common``, ``-- @quota``: reserve.lua builds those helpers only off its fast path);
     ``parts`` fills its other ``-- @<part>`` lines."""
-    lua = package_files.files("orchestrator") / "lua"
+    lua = package_files.files("orchestrator.engine") / "lua"
     body = (lua / f"{name}.lua").read_text()
     if "-- @common\n" not in body:
         body = "-- @common\n-- @quota\n" + body

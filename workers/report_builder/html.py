@@ -9,11 +9,11 @@ from __future__ import annotations
 from html import escape
 from typing import TYPE_CHECKING, Any
 
-from workers.contract import relevance_of
-from workers.feeds import safe_link
+from workers.lib.contract import relevance_of
+from workers.lib.feeds import safe_link
 
 if TYPE_CHECKING:
-    from workers.report_builder import Report
+    from workers.report_builder.build import Report
 
 METHOD_NAMES = {
     "offline": "offline phrase extraction",

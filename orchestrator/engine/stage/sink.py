@@ -11,9 +11,10 @@ from collections import defaultdict
 from typing import Any
 
 from orchestrator.core.estimator import remaining_ms as critical_remaining_ms
-from orchestrator.run_state import ENDED, STARTED_AT, RunState, now_ms
+from orchestrator.engine.run_state import ENDED, STARTED_AT, RunState, now_ms
 from orchestrator.runtime import Runtime
 from orchestrator.sdk import StageContext
+from orchestrator.storage.deliverables import record_deliverable
 
 
 def remaining_ms(
@@ -64,8 +65,6 @@ class RunSink:
         self.used[resource] += quantity
 
     def deliver(self, ctx: StageContext, name: str, data: bytes, content_type: str) -> str:
-        from orchestrator.deliverables import record_deliverable
-
         return record_deliverable(
             self.runtime, ctx.execution_id, ctx.stage_id, name, data, content_type
         )

@@ -9,7 +9,7 @@ from alembic.config import Config
 from alembic import command
 from orchestrator.settings import Settings
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _config(settings: Settings) -> Config:

@@ -18,9 +18,9 @@ from datetime import UTC, datetime
 from typing import Any
 
 from orchestrator.sdk import StageContext, StageResult, WorkerType
-from workers.contract import articles_in, depth_of, field_in, relevance_of
-from workers.feeds import safe_link
-from workers.report_html import describe_method, render_html
+from workers.lib.contract import articles_in, depth_of, field_in, relevance_of
+from workers.lib.feeds import safe_link
+from workers.report_builder.html import describe_method, render_html
 
 report_builder = WorkerType(
     "report_builder",
@@ -90,7 +90,8 @@ class Report:
 def _tally(
     articles: list[dict[str, Any]], key: str, order: list[str]
 ) -> list[tuple[str, int, int]]:
-    relevant, related = Counter(), Counter()
+    relevant: Counter[str] = Counter()
+    related: Counter[str] = Counter()
     for article in articles:
         name = str(article.get(key) or OTHER)
         if article.get("label") == "relevant":

@@ -1,0 +1,1 @@
+"""Running the product: dependency health, the worker supervisor, migrations."""

@@ -1,0 +1,1 @@
+"""Object storage: the S3 client, stage outputs, deliverables, the embedded server."""

@@ -1,0 +1,1 @@
+"""What the reference worker types share: text, the web, feeds, the LLM client, the corpus."""
