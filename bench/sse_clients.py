@@ -9,12 +9,12 @@ from gevent import monkey
 
 monkey.patch_all()
 
-import json  # noqa: E402
-import socket  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
+import json
+import socket
+import sys
+import time
 
-import gevent  # noqa: E402
+import gevent
 
 
 def main() -> None:
