@@ -29,8 +29,9 @@ class Priority(StrEnum):
 
 
 class ExecutionStatus(StrEnum):
-    PENDING = "pending"  # recorded, waiting for admission
-    QUEUED = "queued"  # admitted, canvas sent
+    """A run's status in the database: what the API and the CLI report."""
+
+    PENDING = "pending"  # recorded, waiting for admission (or for its launch)
     RUNNING = "running"
     RECOVERING = "recovering"  # lost a worker or its live state; resuming on its own
     COMPLETED = "completed"
@@ -54,8 +55,12 @@ TERMINAL_STATUSES = frozenset(
 
 
 class StageStatus(StrEnum):
+    """A stage's status, in its live record and its row."""
+
     PENDING = "pending"
+    WAITING = "waiting"  # for a capacity slot of its worker type; asks again shortly
     RUNNING = "running"
+    RETRYING = "retrying"  # an attempt failed; the next comes after a backoff
     COMPLETED = "completed"
     CACHED = "cached"  # result cache hit: skipped, cost nothing
     SKIPPED = "skipped"  # an upstream stage said continue: false
@@ -82,5 +87,30 @@ STAGE_ENDED = frozenset(
 #: Execution statuses from which a run may be admitted and launched.
 LAUNCHABLE = frozenset({ExecutionStatus.PENDING, ExecutionStatus.RECOVERING})
 
-#: Run statuses (in the run's Redis meta) after which no further stage starts.
-RUN_HALTED = frozenset({"cancelled", "failing", "failed"})
+
+class LiveStatus(StrEnum):
+    """A run's status in its live state (Redis meta), which every stage reads before it
+    starts: ``failing`` once a stage failed for good (nothing new starts; ``finish`` will
+    close the run as failed). ``finish`` writes the terminal status here too."""
+
+    RUNNING = "running"
+    FAILING = "failing"
+    CANCELLED = "cancelled"
+    COMPLETED = "completed"
+    STOPPED = "stopped"
+    FAILED = "failed"
+
+
+class AdmissionDecision(StrEnum):
+    """What admission answers a run (not a run status: a run that must wait stays pending)."""
+
+    ADMITTED = "admitted"
+    WAITING = "waiting"  # in the priority queue until a release lets it in
+    REFUSED = "refused"
+    UNSEEDED = "unseeded"  # Redis lost the quota counters; rebuild them and ask again
+
+
+#: Live statuses after which no further stage starts.
+RUN_HALTED = frozenset({LiveStatus.CANCELLED, LiveStatus.FAILING, LiveStatus.FAILED})
+#: Stage statuses of a stage that may still do something (a worker holds or will retry it).
+STAGE_ACTIVE = frozenset({StageStatus.RUNNING, StageStatus.RETRYING, StageStatus.WAITING})

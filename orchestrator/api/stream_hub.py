@@ -89,7 +89,7 @@ class StreamHub:
         assert self.client is not None
         while True:
             with self._lock:
-                cursors = {
+                cursors: dict[Any, Any] = {
                     stream_key(eid): min(subs, key=lambda s: s.position).cursor
                     for eid, subs in self._subs.items()
                 }
@@ -97,7 +97,7 @@ class StreamHub:
                 threading.Event().wait(BLOCK_MS / 1000)
                 continue
             try:
-                response = self.client.xread(cursors, block=BLOCK_MS, count=1000)
+                response: Any = self.client.xread(cursors, block=BLOCK_MS, count=1000)
             except redis.RedisError as exc:
                 log.warning("SSE hub lost Redis (%s); retrying", exc)
                 threading.Event().wait(1)

@@ -2,11 +2,15 @@
 
 Pure: what was learned (``Knowledge``: a model per worker type and action of its time, its
 items out and its units of each resource, plus the engine's own overhead per run) comes in,
-an ``Estimate`` goes out. Each stage's time is drawn many times from its model; the run's time
-is the critical path of each draw, plus the engine's overhead and the queue wait now; its
-quantiles are the quantiles of those sums. ``confidence`` is not a guess: it is the share of
-recent runs whose actual time fell inside the interval they were told (measured by
-``orchestrator.engine.estimates``), with the number of runs behind it.
+an ``Estimate`` goes out. Stage times are taken as comonotonic (what slows one stage of a run,
+a busy machine or a slow provider, slows the others): the run's p10, p50 and p90 are then
+exactly the critical path of its stages' p10s, p50s and p90s, plus the engine's overhead at the
+same level and the queue wait now. Independent draws would put the run's median too high: the
+maximum of parallel stages drawn apart is larger than any of them usually is.
+
+``confidence`` is not a guess: it is the share of recent runs whose actual time fell inside the
+interval they were told (measured by ``orchestrator.engine.estimates``), with the number of
+runs behind it.
 """
 
 from __future__ import annotations
@@ -19,11 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from orchestrator.core.predictor import Model, Quantiles, param_features
+from orchestrator.core.predictor import LEVELS, Model, Quantiles, param_features
 from orchestrator.core.templates import BoundStage
 
-#: Draws per stage for the run's quantiles (a 10-stage run: ~1 ms).
-DRAWS = 400
 #: Without history a template's hint is the median and the interval spans this factor
 #: either way (p10 = hint / 4, p90 = hint * 4).
 HINT_SPREAD = 4.0
@@ -32,7 +34,6 @@ HINT_SPREAD = 4.0
 DEFAULT_OVERHEAD_MS, DEFAULT_HOP_MS = 60.0, 15.0
 #: Stated when no run has finished yet: the interval's nominal coverage.
 NOMINAL_CONFIDENCE = 0.8
-_Z90 = 1.2815515655446004
 
 
 @dataclass(frozen=True)
@@ -192,19 +193,16 @@ def estimate(
     unusable: Set[str] = frozenset(),
     needs: Mapping[str, str] | None = None,
     queue_wait_ms: float = 0.0,
-    draws: int = DRAWS,
-    seed: int = 0,
 ) -> Estimate:
     """Quantiles of the run's time and its cost; ``unusable`` are resources this run cannot
     use (they need what is not configured): neither reserved nor priced; ``needs`` names what a
     resource needs to exist (``openai_api`` -> ``llm``), which says each stage's method."""
     knowledge = knowledge or Knowledge()
     prices = prices or {}
-    rng = np.random.default_rng(seed)
     order = _order(stages)
     items: dict[str, float | None] = {}
-    time_draws: dict[str, np.ndarray] = {}
-    cost_draws = np.zeros(draws)
+    time_at: dict[str, np.ndarray] = {}
+    cost_at = np.zeros(len(LEVELS))
     breakdown: dict[str, StageEstimate] = {}
     for stage in order:
         models = knowledge.actions.get((stage.worker, stage.action), ActionModels())
@@ -212,34 +210,34 @@ def estimate(
         in_items = sum(i for i in upstream if i is not None) if any(upstream) else None
         features = stage_features(stage, unusable, in_items)
         items[stage.id] = models.items.quantiles(features).p50 if models.items else None
-        time_draws[stage.id], quantiles, source = _stage_time(stage, models, features, rng, draws)
-        stage_cost = _stage_cost(stage, models, features, prices, unusable, rng, draws)
-        cost_draws += stage_cost
+        time_at[stage.id], source = _stage_time(stage, models, features)
+        quantiles = Quantiles(*(float(v) for v in time_at[stage.id]))
+        stage_cost = _stage_cost(stage, models, features, prices, unusable)
+        cost_at += stage_cost
         breakdown[stage.id] = StageEstimate(
             stage.id,
             stage.worker,
             stage.action,
-            float(stage_cost.mean()),
+            float(stage_cost[1]),
             round(quantiles.p50),
             quantiles,
             source,
             _method(stage, unusable, needs or {}),
             {r: q for r, q in stage.resources.items() if r not in unusable},
         )
-    finish = _finish_times(stages, time_draws)
-    path = np.max(np.vstack(list(finish.values())), axis=0) if finish else np.zeros(draws)
-    overhead = _overhead(stages, knowledge.overhead, rng, draws)
-    total = path + overhead + max(0.0, queue_wait_ms)
-    p10, p50, p90 = (float(np.quantile(total, q)) for q in (0.1, 0.5, 0.9))
+    finish = _finish_times(stages, time_at)
+    path = np.max(np.vstack(list(finish.values())), axis=0) if finish else np.zeros(len(LEVELS))
+    overhead = _overhead(stages, knowledge.overhead)
+    p10, p50, p90 = (float(v) for v in path + overhead + max(0.0, queue_wait_ms))
     coverage = knowledge.coverage
     return Estimate(
         time=Quantiles(p10, p50, p90),
-        cost_usd=float(cost_draws.mean()),
-        cost_p90_usd=float(np.quantile(cost_draws, 0.9)),
+        cost_usd=float(cost_at[1]),
+        cost_p90_usd=float(cost_at[2]),
         confidence=coverage.share if coverage.share is not None else NOMINAL_CONFIDENCE,
         confidence_runs=coverage.runs,
         breakdown=[breakdown[s.id] for s in stages],
-        overhead_ms=int(np.median(overhead)),
+        overhead_ms=int(overhead[1]),
         queue_wait_ms=int(max(0.0, queue_wait_ms)),
     )
 
@@ -280,18 +278,13 @@ def _finish_times(
 
 
 def _stage_time(
-    stage: BoundStage,
-    models: ActionModels,
-    features: Mapping[str, float],
-    rng: np.random.Generator,
-    draws: int,
-) -> tuple[np.ndarray, Quantiles, str]:
+    stage: BoundStage, models: ActionModels, features: Mapping[str, float]
+) -> tuple[np.ndarray, str]:
+    """The stage's time at p10, p50, p90: learned, else the template's hint, widely."""
     if models.time is not None:
-        return models.time.draw(features, rng, draws), models.time.quantiles(features), "history"
+        return models.time.at(features, LEVELS), "history"
     hint = float(stage.estimate.time_ms)
-    sigma = math.log(HINT_SPREAD) / _Z90
-    sample = hint * np.exp(rng.normal(0.0, sigma, draws))
-    return sample, Quantiles(hint / HINT_SPREAD, hint, hint * HINT_SPREAD), "template hint"
+    return np.array([hint / HINT_SPREAD, hint, hint * HINT_SPREAD]), "template hint"
 
 
 def _stage_cost(
@@ -300,33 +293,30 @@ def _stage_cost(
     features: Mapping[str, float],
     prices: Mapping[str, float],
     unusable: Set[str],
-    rng: np.random.Generator,
-    draws: int,
 ) -> np.ndarray:
-    """USD per draw: each usable resource's units (learned, else the hint or reservation)."""
-    cost = np.zeros(draws)
+    """USD at p10, p50, p90: each usable resource's units (learned, else the stage's cost
+    hint, else its reservation, all it may use)."""
+    cost = np.zeros(len(LEVELS))
     hinted = stage.estimate.cost_usd
     mine = [r for r in stage.resources if r not in unusable]
     for resource in mine:  # what the run cannot use is neither reserved nor priced
         price = prices.get(resource, 0.0)
         model = models.units.get(resource)
         if model is not None:
-            cost += model.draw(features, rng, draws) * price
+            cost += model.at(features, LEVELS) * price
         elif not hinted:
-            cost += stage.resources[resource] * price  # the reservation is all it may use
+            cost += stage.resources[resource] * price
     learned = any(r in models.units for r in mine)
     if hinted and not learned and (mine or not stage.resources):
         cost += hinted
     return cost
 
 
-def _overhead(
-    stages: Sequence[BoundStage], model: Model | None, rng: np.random.Generator, draws: int
-) -> np.ndarray:
+def _overhead(stages: Sequence[BoundStage], model: Model | None) -> np.ndarray:
     hops = depth(stages)
     if model is None:
-        return np.full(draws, DEFAULT_OVERHEAD_MS + DEFAULT_HOP_MS * hops)
-    return model.draw(overhead_features(hops, len(stages)), rng, draws)
+        return np.full(len(LEVELS), DEFAULT_OVERHEAD_MS + DEFAULT_HOP_MS * hops)
+    return model.at(overhead_features(hops, len(stages)), LEVELS)
 
 
 def overhead_features(hops: int, stages: int) -> dict[str, float]:

@@ -23,14 +23,16 @@ MIN_ROWS = 1
 MIN_ROWS_FOR_FEATURES = 8
 #: Strength of the ridge penalty on standardised features.
 RIDGE_ALPHA = 1.0
-#: Quantile levels of the stated interval (an 80% interval) and its middle.
-LOW, MID, HIGH = 0.1, 0.5, 0.9
+#: The middle quantile level.
+MID = 0.5
 #: A category never seen in training: the interval is this much wider (on the log scale).
 NOVELTY_WIDENING = 2.0
 #: The narrowest half-interval on the log scale with one row (a factor of 4 either way);
 #: it shrinks with the square root of the rows, so identical samples still get a spread.
 PRIOR_SPREAD = math.log(4.0)
 _Z90 = 1.2815515655446004
+#: The levels an estimate states: p10, p50, p90.
+LEVELS = np.array([0.1, 0.5, 0.9])
 
 
 @dataclass(frozen=True)
@@ -67,43 +69,42 @@ class Model:
     # -- prediction --------------------------------------------------------------------------
 
     def center(self, features: Mapping[str, float]) -> tuple[float, float]:
-        """The log-scale prediction and how much to widen its spread (1: not at all)."""
+        """The log-scale prediction, and 2 when a category is one training never saw (its
+        interval is twice as wide), else 1."""
         x = np.array([_number(features.get(n)) for n in self.names], dtype=float)
         z = (x - np.array(self.means)) / np.array(self.scales) if self.names else x
         center = self.intercept + float(np.dot(self.coef, z)) if self.names else self.intercept
-        widen = 1.0 + 2.0 / math.sqrt(self.rows)  # few rows: their residuals understate
         keys = {name.split("=", 1)[0] for name in self.categories}
-        if any(
+        novel = any(
             "=" in f and f.split("=", 1)[0] in keys and f not in self.categories
             for f, v in features.items()
             if v
-        ):
-            widen *= NOVELTY_WIDENING
-        return center, widen
-
-    def quantiles(self, features: Mapping[str, float]) -> Quantiles:
-        center, widen = self.center(features)
-        res = np.array(self.residuals)
-        lo, mid, hi = (float(np.quantile(res, q)) for q in _conformal_levels(len(res)))
-        floor = self.floor()
-        return Quantiles(
-            _back(center + mid + min(lo - mid, -floor) * widen),
-            _back(center + mid),
-            _back(center + mid + max(hi - mid, floor) * widen),
         )
+        return center, NOVELTY_WIDENING if novel else 1.0
 
-    def floor(self) -> float:
-        return PRIOR_SPREAD / math.sqrt(self.rows)
-
-    def draw(self, features: Mapping[str, float], rng: np.random.Generator, n: int) -> np.ndarray:
-        """``n`` plausible values (for Monte Carlo over a DAG): residuals drawn with
-        replacement, spread as ``quantiles`` spreads them."""
+    def at(self, features: Mapping[str, float], levels: np.ndarray) -> np.ndarray:
+        """The value at each quantile level (0..1) on new data: the cross-validated
+        residuals' quantiles (with split conformal's finite-sample correction), never
+        narrower than the prior spread few rows call for. Increasing in the level, so values
+        of several models at the same level are comonotonic (a slow machine is slow for
+        every stage of a run)."""
         center, widen = self.center(features)
         res = np.array(self.residuals)
         mid = float(np.median(res))
-        picked = rng.choice(res, size=n)
-        prior = rng.normal(0.0, self.floor() / _Z90, n)  # the spread few rows cannot show
-        return np.maximum(0.0, np.expm1(center + mid + (picked - mid + prior) * widen))
+        n = len(res)
+        stretched = np.clip(MID + (levels - MID) * (n + 1) / n, 0.0, 1.0)
+        offsets = np.quantile(res, stretched) - mid
+        prior = self.floor() * _normal_quantile(levels) / _Z90
+        offsets = np.where(np.abs(prior) > np.abs(offsets), prior, offsets)
+        return np.maximum(0.0, np.expm1(np.minimum(center + mid + offsets * widen, 50.0)))
+
+    def quantiles(self, features: Mapping[str, float]) -> Quantiles:
+        p10, p50, p90 = self.at(features, LEVELS)
+        return Quantiles(float(p10), float(p50), float(p90))
+
+    def floor(self) -> float:
+        """The narrowest half-interval (log scale) its rows justify."""
+        return PRIOR_SPREAD / math.sqrt(self.rows)
 
     # -- storage -----------------------------------------------------------------------------
 
@@ -169,15 +170,11 @@ def _cross_validated_residuals(z: np.ndarray, y: np.ndarray) -> np.ndarray:
     return residuals
 
 
-def _conformal_levels(n: int) -> tuple[float, float, float]:
-    """The residual quantile levels that give an 80% interval on new data with ``n`` rows:
-    split-conformal's finite-sample correction, clipped to what the rows can say."""
-    spread = min(0.5, (HIGH - LOW) / 2 * (n + 1) / n)
-    return max(0.0, MID - spread), MID, min(1.0, MID + spread)
+def _normal_quantile(levels: np.ndarray) -> np.ndarray:
+    from statistics import NormalDist
 
-
-def _back(log_value: float) -> float:
-    return max(0.0, math.expm1(min(log_value, 50.0)))
+    unit = NormalDist()
+    return np.array([unit.inv_cdf(min(max(float(q), 1e-6), 1 - 1e-6)) for q in levels])
 
 
 def _number(value: Any) -> float:
@@ -205,6 +202,8 @@ def param_features(params: Mapping[str, Any], prefix: str = "") -> dict[str, flo
         elif isinstance(value, int | float):
             if math.isfinite(value):
                 out[name] = float(value)
+                if value >= 0:  # a time often grows as a power of a size or a duration
+                    out[f"{name}#log"] = math.log(float(value) + 1e-3)
         elif isinstance(value, str):
             out[f"{name}#len"] = float(len(value))
             if len(value) <= CATEGORY_MAX_LEN and " " not in value:

@@ -14,11 +14,11 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources as package_files
-from typing import Any, Literal
+from typing import Any
 
 import redis
 
-from orchestrator.constants import REDIS_PREFIX, Priority
+from orchestrator.constants import REDIS_PREFIX, AdmissionDecision, Priority
 from orchestrator.core import quota
 from orchestrator.core.quota import RunNeeds
 from orchestrator.core.resources import ResourcePool
@@ -37,13 +37,13 @@ LedgerTotals = Callable[[int], dict[str, tuple[float, float]]]
 
 @dataclass(frozen=True)
 class Decision:
-    status: Literal["admitted", "queued", "refused", "unseeded"]
+    status: AdmissionDecision
     reasons: list[str] = field(default_factory=list)
     retry_after_s: float | None = None
 
 
 #: The common answer, shared (a Decision is read, never changed).
-ADMITTED = Decision("admitted")
+ADMITTED = Decision(AdmissionDecision.ADMITTED)
 
 
 def _script(name: str, header: str = "", parts: dict[str, str] | None = None) -> str:
@@ -67,7 +67,8 @@ def _reserve_script(pool: ResourcePool, ttl_ms: int) -> str:
     """reserve.lua with the pool's limits and the lease TTL compiled in, so a reservation
     sends only its needs: inline on its fast path (``-- @limits``: daily, monthly, rate of
     ``res``), as ``limits_of(res)`` after common.lua (``-- @limits_of``)."""
-    chain, function = [], ["local function limits_of(res)"]
+    chain: list[str] = []
+    function = ["local function limits_of(res)"]
     for name, limit in pool.resources.items():
         values = (limit.daily_limit, limit.monthly_limit, limit.rate_limit_per_minute)
         numbers = ", ".join(repr(float(v or 0)) for v in values)
@@ -128,12 +129,12 @@ class Admission:
             if self.pool.workers.max_for(worker) == 0
         ]
         if never:
-            return Decision("refused", never)
+            return Decision(AdmissionDecision.REFUSED, never)
         args: list[Any] = [self.prefix, run_id, PRIORITY_RANK[priority], "1" if wait else "0"]
         for pair in needs.quotas.items():
             args += pair
         decision = self._decide(args)
-        if decision.status == "unseeded":  # Redis lost the counters: rebuild, ask again
+        if decision.status == AdmissionDecision.UNSEEDED:  # Redis lost the counters: rebuild
             self.seed()
             decision = self._decide(args)
         return decision
@@ -144,7 +145,7 @@ class Admission:
             return ADMITTED
         status, reasons, retry_ms = result
         retry = int(retry_ms) / 1000 if int(retry_ms) else None
-        return Decision(_text(status), json.loads(_text(reasons)), retry)  # type: ignore[arg-type]
+        return Decision(AdmissionDecision(_text(status)), json.loads(_text(reasons)), retry)
 
     def seed(self) -> bool:
         """Rebuild the quota counters from the ledger if Redis does not have them (it was
@@ -162,7 +163,7 @@ class Admission:
         in the current day and month windows: what no release will give back."""
         seconds, micros = self.redis.time()
         now = seconds * 1000 + micros // 1000
-        values = self.redis.hmget(f"{self.prefix}q", resources) if resources else []
+        values: list[Any] = self.redis.hmget(f"{self.prefix}q", resources) if resources else []
         day, month = quota.day_window(now), quota.month_window(now)
         used: dict[tuple[str, str], float] = {}
         for name, value in zip(resources, values, strict=True):
@@ -221,7 +222,7 @@ class Admission:
     def acquire_slot(self, worker_type: str, holder: str, *, client: Any = None) -> bool:
         """Take a capacity slot; with ``client`` (a pipeline) the call is only queued on it."""
         limit = self.pool.workers.max_for(worker_type)
-        args = [self.prefix, worker_type, holder, limit, self.lease_ttl_ms]
+        args: list[Any] = [self.prefix, worker_type, holder, limit, self.lease_ttl_ms]
         if client is not None:
             # A bare EVALSHA: redis-py would add a SCRIPT EXISTS round trip before every
             # pipeline holding a Script. If Redis lost the script, the pipeline raises
@@ -233,7 +234,7 @@ class Admission:
     def renew_slot(self, worker_type: str, holder: str) -> bool:
         """Extend a slot ``holder`` still holds; a released one (its run was cancelled or
         finished) is not taken again, so a late renewal cannot leak a slot."""
-        args = [self.prefix, worker_type, holder, 0, self.lease_ttl_ms]  # max 0: never take
+        args: list[Any] = [self.prefix, worker_type, holder, 0, self.lease_ttl_ms]  # never take
         return bool(self._scripts["slot"](args=args))
 
     def release_slot(self, worker_type: str, holder: str, *, client: Any = None) -> list[str]:
@@ -272,7 +273,8 @@ class Admission:
         p = self.prefix
         # The quota state hash (see common.lua): resource -> d du m mu held cool tat, packed.
         listed = list(self.pool.resources)
-        *values, seeded = self.redis.hmget(f"{p}q", [*listed, "#seeded"])
+        read: list[Any] = self.redis.hmget(f"{p}q", [*listed, "#seeded"])
+        *values, seeded = read
         if seeded is None and self.seed():  # Redis restarted: show what the ledger knows
             values = self.redis.hmget(f"{p}q", listed) if listed else []
         state = {

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections import defaultdict
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,7 +20,10 @@ from sqlalchemy.exc import IntegrityError
 from orchestrator import template_registry
 from orchestrator.constants import (
     LAUNCHABLE,
+    STAGE_ACTIVE,
+    AdmissionDecision,
     ExecutionStatus,
+    LiveStatus,
     Priority,
     StageStatus,
     redis_key,
@@ -32,7 +36,8 @@ from orchestrator.core.templates import BoundStage, bind
 from orchestrator.db import PipelineExecution, StageExecution
 from orchestrator.engine import estimates
 from orchestrator.engine.canvas import build_canvas
-from orchestrator.engine.run_state import RunState, now_ms
+from orchestrator.engine.events import execution_event, final_event
+from orchestrator.engine.run_state import RunMeta, RunState, StageRecord, now_ms
 from orchestrator.errors import Conflict, NotFound, ResourceExhausted, ValidationFailed
 from orchestrator.runtime import Runtime
 
@@ -217,21 +222,13 @@ def start(runtime: Runtime, execution_id: str) -> str:
         execution_id, run_needs(stages, runtime.unusable), Priority(execution.priority), wait=True
     )
     state = RunState(runtime.redis)
-    if decision.status == "admitted":
+    if decision.status == AdmissionDecision.ADMITTED:
         launch(runtime, execution_id)
         return ExecutionStatus.RUNNING
-    if decision.status == "queued":
-        state.publish(
-            execution_id,
-            {
-                "type": "execution",
-                "stage": None,
-                "status": "pending",
-                "progress": 0.0,
-                "message": "waiting for resources: " + "; ".join(decision.reasons),
-                "estimated_remaining_ms": execution.estimated_time_ms,
-            },
-        )
+    if decision.status == AdmissionDecision.WAITING:
+        waiting = "waiting for resources: " + "; ".join(decision.reasons)
+        remaining = execution.estimated_time_ms
+        state.publish(execution_id, execution_event(ExecutionStatus.PENDING, waiting, remaining))
         return ExecutionStatus.PENDING
     finish(
         runtime,
@@ -336,17 +333,9 @@ def _launch(runtime: Runtime, execution: PipelineExecution) -> bool:
         state.drop(execution_id)  # cancelled since it was loaded: nothing was sent
         return False
     from_checkpoints = f" ({len(seeded)} from checkpoints)" if seeded else ""
-    state.publish(
-        execution_id,
-        {
-            "type": "execution",
-            "stage": None,
-            "status": "running",
-            "progress": 0.0,
-            "message": f"started {len(stages)} stages{from_checkpoints}",
-            "estimated_remaining_ms": execution.estimated_time_ms,
-        },
-    )
+    started = f"started {len(stages)} stages{from_checkpoints}"
+    remaining = execution.estimated_time_ms
+    state.publish(execution_id, execution_event(ExecutionStatus.RUNNING, started, remaining))
     canvas.apply_async()
     return True
 
@@ -426,7 +415,7 @@ def finish(
             select(StageExecution).where(StageExecution.execution_id == execution_id)
         ).all()
         for stage in stages:
-            if stage.status in {StageStatus.PENDING, StageStatus.RUNNING, "retrying"} and (
+            if stage.status in {StageStatus.PENDING, *STAGE_ACTIVE} and (
                 status in {ExecutionStatus.CANCELLED, ExecutionStatus.FAILED}
             ):
                 stage.status = StageStatus.CANCELLED
@@ -442,30 +431,23 @@ def finish(
         total_cost, total_time = row.total_cost_usd, row.total_time_ms
     state.set_meta(execution_id, status=str(status))
     for stage_id, record in records.items():  # stages stopped mid-way give their slots back
-        if record.get("status") in {StageStatus.RUNNING, "retrying", "waiting"}:
+        if record.get("status") in STAGE_ACTIVE:
             runtime.admission.release_slot(record["worker"], f"{execution_id}:{stage_id}")
     hand_off(runtime, runtime.admission.release(execution_id))
     state.publish(
-        execution_id,
-        {
-            "type": "final",
-            "stage": None,
-            "status": str(status),
-            "progress": 100.0,
-            "message": error or str(status),
-            "estimated_remaining_ms": 0,
-            "total_cost_usd": total_cost,
-            "total_time_ms": total_time,
-        },
+        execution_id, final_event(str(status), error or str(status), total_cost, total_time)
     )
     return status
 
 
-def _outcome(meta: dict[str, Any], records: dict[str, dict[str, Any]]) -> ExecutionStatus:
+def _outcome(meta: RunMeta, records: Mapping[str, StageRecord]) -> ExecutionStatus:
     statuses = {r.get("status") for r in records.values()}
     if meta.get("status") == ExecutionStatus.CANCELLED:
         return ExecutionStatus.CANCELLED
-    if StageStatus.FAILED in statuses or meta.get("status") in {"failing", "failed"}:
+    if StageStatus.FAILED in statuses or meta.get("status") in {
+        LiveStatus.FAILING,
+        LiveStatus.FAILED,
+    }:
         return ExecutionStatus.FAILED
     if StageStatus.SKIPPED in statuses or any(
         r.get("status") == StageStatus.COMPLETED and r.get("proceed") is False
@@ -478,7 +460,7 @@ def _outcome(meta: dict[str, Any], records: dict[str, dict[str, Any]]) -> Execut
 def persist(
     runtime: Runtime,
     execution_id: str,
-    records: dict[str, dict[str, Any]],
+    records: Mapping[str, StageRecord],
     packets: dict[str, dict[str, Any]],
 ) -> None:
     """Copy the live stage records into ``stage_executions`` (idempotent)."""
@@ -523,9 +505,9 @@ def cancel(runtime: Runtime, execution_id: str) -> str:
     if state.exists(execution_id):
         state.set_meta(execution_id, status=ExecutionStatus.CANCELLED)
         running = [
-            r["task_id"]
+            str(r["task_id"])
             for r in state.stages(execution_id).values()
-            if r.get("status") in {StageStatus.RUNNING, "retrying"} and r.get("task_id")
+            if r.get("status") in {StageStatus.RUNNING, StageStatus.RETRYING} and r.get("task_id")
         ]
         if running:
             runtime.celery.control.revoke(running, terminate=True, signal="SIGTERM")

@@ -185,7 +185,7 @@ def refit(runtime: Runtime) -> Knowledge:
     """Fit every model on recent history and publish it; returns what was fitted."""
     started = time.perf_counter()
     stages = _finished_stages(runtime)
-    units = _units(runtime, {row.stage_id for rows in stages.values() for row in rows})
+    units = _units(runtime, [row for rows in stages.values() for row in rows])
     items = {
         (row.execution_id, row.stage_name): _items(row) for rows in stages.values() for row in rows
     }
@@ -230,17 +230,22 @@ def _finished_stages(runtime: Runtime) -> dict[tuple[str, str], list[StageExecut
     return grouped
 
 
-def _units(runtime: Runtime, stage_ids: set[str]) -> dict[tuple[str, str], float]:
-    """Units used per (stage row id, resource), from the ledger."""
-    if not stage_ids:
+def _units(runtime: Runtime, stages: list[StageExecution]) -> dict[tuple[str, str], float]:
+    """Units used per (stage row id, resource), from the ledger rows of the same period."""
+    moments = [_aware(s.started_at or s.completed_at) for s in stages if s.completed_at]
+    if not moments:
         return {}
+    since = min(moments)
+    wanted = {s.stage_id for s in stages}
     with runtime.db.session() as session:
         rows = session.execute(
-            select(ResourceUsage.stage_id, ResourceUsage.resource_name, ResourceUsage.quantity_used)
+            select(
+                ResourceUsage.stage_id, ResourceUsage.resource_name, ResourceUsage.quantity_used
+            ).where(ResourceUsage.timestamp >= since)
         ).all()
     used: dict[tuple[str, str], float] = defaultdict(float)
     for stage_id, resource, quantity in rows:
-        if stage_id in stage_ids:
+        if stage_id in wanted:
             used[(stage_id, resource)] += float(quantity)
     return used
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Final, Literal, TypedDict
 
 import redis
 
@@ -20,19 +20,90 @@ STREAM_MAXLEN = 10_000
 STREAM_TTL_S = 7 * 24 * 3600
 
 #: ``type`` of the last event of a run; its ``status`` is the terminal status.
-FINAL = "final"
+FINAL: Final = "final"
+
+
+class Event(TypedDict, total=False):
+    """One update of a run, as SSE subscribers receive it (``data:`` of each event)."""
+
+    type: Literal["execution", "stage", "progress", "final"]
+    stage: str | None
+    status: str
+    progress: float
+    message: str
+    estimated_remaining_ms: int | None
+    total_cost_usd: float
+    total_time_ms: int | None
+
+
+def execution_event(status: str, message: str, remaining_ms: int | None) -> Event:
+    """The run as a whole moved: waiting, started, recovering, resumed."""
+    return Event(
+        type="execution",
+        stage=None,
+        status=status,
+        progress=0.0,
+        message=message,
+        estimated_remaining_ms=remaining_ms,
+    )
+
+
+def stage_event(
+    stage: str, status: str, message: str, progress: float, remaining_ms: int | None
+) -> Event:
+    """A stage changed status."""
+    return Event(
+        type="stage",
+        stage=stage,
+        status=status,
+        progress=progress,
+        message=message,
+        estimated_remaining_ms=remaining_ms,
+    )
+
+
+def progress_event(stage: str, progress: float, message: str, remaining_ms: int | None) -> Event:
+    """What a running stage reported of itself (``ctx.progress``)."""
+    return Event(
+        type="progress",
+        stage=stage,
+        progress=round(progress, 1),
+        message=message,
+        estimated_remaining_ms=remaining_ms,
+    )
+
+
+def final_event(
+    status: str, message: str, total_cost_usd: float, total_time_ms: int | None
+) -> Event:
+    """The last event of a run: its terminal status, cost and time."""
+    return Event(
+        type=FINAL,
+        stage=None,
+        status=status,
+        progress=100.0,
+        message=message,
+        estimated_remaining_ms=0,
+        total_cost_usd=total_cost_usd,
+        total_time_ms=total_time_ms,
+    )
 
 
 def stream_key(execution_id: str) -> str:
     return redis_key("events", execution_id)
 
 
-def publish(client: redis.Redis, execution_id: str, event: dict[str, Any]) -> str:
-    """Append ``event`` (JSON-able: stage, progress, message, estimated_remaining_ms, type)."""
+def append(pipe: Any, execution_id: str, event: Event) -> None:
+    """Queue ``event`` on a pipeline (the caller executes it with what else it writes)."""
     key = stream_key(execution_id)
-    pipe = client.pipeline(transaction=False)
     pipe.xadd(key, {"data": json.dumps(event, default=str)}, maxlen=STREAM_MAXLEN, approximate=True)
     pipe.expire(key, STREAM_TTL_S)
+
+
+def publish(client: redis.Redis, execution_id: str, event: Event) -> str:
+    """Append ``event`` now; returns its stream id (= its SSE id)."""
+    pipe = client.pipeline(transaction=False)
+    append(pipe, execution_id, event)
     entry_id, _ = pipe.execute()
     return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
 
@@ -41,7 +112,7 @@ def read(
     client: redis.Redis, execution_id: str, *, after: str = "0-0", count: int = 1000
 ) -> list[tuple[str, dict[str, Any]]]:
     """Events after id ``after`` (exclusive), oldest first, without blocking."""
-    entries = client.xrange(
+    entries: Any = client.xrange(
         stream_key(execution_id), min=f"({after}" if after != "0-0" else "-", count=count
     )
     return [
@@ -76,7 +147,7 @@ def follow(
             if left <= 0:
                 raise TimeoutError(f"no final event for {execution_id} in {timeout_s} s")
             wait = max(1, min(block_ms, int(left * 1000)))
-        response = client.xread({key: after}, block=wait, count=500)
+        response: Any = client.xread({key: after}, block=wait, count=500)
         for _stream, entries in response or []:
             for entry_id, fields in entries:
                 after = entry_id.decode() if isinstance(entry_id, bytes) else entry_id

@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy import select
 
+from orchestrator.constants import ExecutionStatus
 from orchestrator.db import Deliverable, PipelineExecution, StageExecution
 from orchestrator.engine import coordinator
 from orchestrator.engine.run_state import RunState
@@ -78,7 +79,7 @@ def live_stages(runtime: Runtime, execution_id: str) -> list[StageExecution]:
     """Stage rows, brought up to date from the run's live Redis state while it runs."""
     state = RunState(runtime.redis)
     execution = coordinator.load(runtime, execution_id)
-    if execution.status in {"running", "queued"} and state.exists(execution_id):
+    if execution.status == ExecutionStatus.RUNNING and state.exists(execution_id):
         coordinator.persist(
             runtime, execution_id, state.stages(execution_id), state.packets(execution_id)
         )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import func, select
@@ -26,8 +27,8 @@ from orchestrator.core.handshake import DataRef
 from orchestrator.core.templates import BoundStage, bind
 from orchestrator.db import PipelineExecution, StageExecution
 from orchestrator.engine import coordinator, estimates
-from orchestrator.engine.events import stream_key
-from orchestrator.engine.run_state import RunState, now_ms
+from orchestrator.engine.events import execution_event, stream_key
+from orchestrator.engine.run_state import RunState, StageRecord, now_ms
 from orchestrator.errors import Conflict, OrchestratorError
 from orchestrator.runtime import Runtime
 
@@ -90,17 +91,9 @@ def resume(
         # A fresh event stream: followers of the resumed run must not stop at the old final
         # event. An automatic resume sent no final event: its followers simply go on.
         runtime.redis.delete(stream_key(execution_id))
-    state.publish(
-        execution_id,
-        {
-            "type": "execution",
-            "stage": None,
-            "status": ExecutionStatus.RECOVERING if automatic else "resumed",
-            "progress": 0.0,
-            "message": f"resuming: {len(rerun)} stage(s) to run, {len(good)} from checkpoints",
-            "estimated_remaining_ms": execution.estimated_time_ms,
-        },
-    )
+    now = ExecutionStatus.RECOVERING if automatic else ExecutionStatus.PENDING
+    resuming = f"resuming: {len(rerun)} stage(s) to run, {len(good)} from checkpoints"
+    state.publish(execution_id, execution_event(now, resuming, execution.estimated_time_ms))
     runtime.celery.send_task("coordinator.start", kwargs={"execution_id": execution_id})
     return rerun
 
@@ -351,7 +344,7 @@ def _slot_alive(runtime: Runtime, worker: str, holder: str) -> bool:
 
 
 def _lost_stages(
-    runtime: Runtime, execution_id: str, records: dict[str, dict[str, Any]]
+    runtime: Runtime, execution_id: str, records: Mapping[str, StageRecord]
 ) -> list[str]:
     """Stages whose worker died: running with a lapsed capacity lease, or due to try again
     (after a backoff or a wait for a slot) longer than a lease ago and never back."""
@@ -364,14 +357,14 @@ def _lost_stages(
             and not _slot_alive(runtime, record["worker"], f"{execution_id}:{stage_id}")
         )
         or (
-            record.get("status") in {"retrying", "waiting"}
+            record.get("status") in {StageStatus.RETRYING, StageStatus.WAITING}
             and record.get("retry_at", overdue) < overdue
         )
     ]
 
 
 def _unfinished(
-    runtime: Runtime, state: RunState, execution_id: str, records: dict[str, dict[str, Any]]
+    runtime: Runtime, state: RunState, execution_id: str, records: Mapping[str, StageRecord]
 ) -> bool:
     """Every planned stage ended (or the run halted with none in flight) more than two lease
     periods ago, and still no ``finish``: the coordinator that was finishing it died."""
@@ -385,7 +378,7 @@ def _unfinished(
     return bool(last) and now_ms() - last > 2 * runtime.admission.lease_ttl_ms
 
 
-def _busy(runtime: Runtime, execution_id: str, records: dict[str, dict[str, Any]]) -> bool:
+def _busy(runtime: Runtime, execution_id: str, records: Mapping[str, StageRecord]) -> bool:
     return any(
         record.get("status") == StageStatus.RUNNING
         and _slot_alive(runtime, record["worker"], f"{execution_id}:{stage_id}")
@@ -398,7 +391,7 @@ def _stalled(
     state: RunState,
     queues: QueueDepths,
     execution_id: str,
-    records: dict[str, dict[str, Any]],
+    records: Mapping[str, StageRecord],
 ) -> bool:
     """Nothing of the run moved for a lease period, no stage of it runs or waits to retry,
     and no message is queued for its next stages: their messages were lost (a worker died
@@ -445,7 +438,7 @@ class QueueDepths:
     def _ask(self, queue: str) -> int:
         try:
             with self.runtime.celery.connection_for_read() as connection:
-                channel = connection.default_channel
+                channel: Any = connection.default_channel
                 return int(channel.queue_declare(queue=queue, passive=True).message_count)
         except Exception as exc:  # no such queue yet (nothing ever sent): nothing waits
             log.debug("queue %s: %s", queue, exc)

@@ -9,19 +9,53 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any
+from typing import Any, TypedDict, cast
 
 import redis
 
 from orchestrator.constants import STAGE_ENDED, redis_key
-from orchestrator.engine.events import STREAM_MAXLEN, STREAM_TTL_S, stream_key
+from orchestrator.engine.events import STREAM_TTL_S, Event, append
 
 RUN_TTL_S = STREAM_TTL_S
-#: Keys ``stage_inputs`` adds to the meta it returns: the stages that have ended (a set
-#: kept beside the records, so reading it parses no JSON), and when this process's stages
-#: started (filled by the stage runner).
-ENDED, STARTED_AT = "_ended", "_started_at"
 PARTS = ("", "plan", "stages", "packets", "ended")
+
+
+class RunMeta(TypedDict, total=False):
+    """A run's live meta (``run:<id>`` hash, each value JSON)."""
+
+    launch: str | None  # this launch's token: messages of another launch are stale
+    status: str  # a LiveStatus
+    error: str
+    started_ms: int
+    estimated_time_ms: int | None
+    priority: str
+    client_id: str | None
+    deps: dict[str, list[str]]  # stage -> the stages of this launch it waits for
+    stage_p50: dict[str, float]  # predicted median time per stage, for the ETA
+    finishing: str  # set once: the run's finish has begun
+    _ended: set[str]  # added by stage_inputs
+    _started_at: dict[str, int]  # filled by the stage runner
+
+
+class StageRecord(TypedDict, total=False):
+    """A stage's live record (``run:<id>:stages`` hash): what the database row becomes."""
+
+    worker: str
+    action: str
+    order: int
+    attempts: int
+    task_id: str | None
+    status: str  # a StageStatus
+    started_at: int | None
+    completed_at: int
+    retry_at: int  # when a waiting or retrying stage is due back
+    time_ms: int
+    cost_usd: float
+    usage: dict[str, float]
+    cache_hit: bool
+    error: str | None
+    reason: str
+    proceed: bool
 
 
 def _run(execution_id: str, part: str = "") -> str:
@@ -72,16 +106,15 @@ class RunState:
     def exists(self, execution_id: str) -> bool:
         return bool(self.redis.exists(_run(execution_id, "plan")))
 
-    def meta(self, execution_id: str) -> dict[str, Any]:
-        raw = self.redis.hgetall(_run(execution_id))
-        return {_text(k): json.loads(v) for k, v in raw.items()}  # type: ignore[misc]
+    def meta(self, execution_id: str) -> RunMeta:
+        return cast(RunMeta, self._json_hash(_run(execution_id)))
 
     def set_meta(self, execution_id: str, **fields: Any) -> None:
         self.redis.hset(_run(execution_id), mapping={k: json.dumps(v) for k, v in fields.items()})
 
     def stage_inputs(
         self, execution_id: str, stage_id: str, deps: list[str]
-    ) -> tuple[dict[str, Any] | None, dict[str, Any], dict[str, dict[str, Any]], dict[str, Any]]:
+    ) -> tuple[dict[str, Any] | None, RunMeta, dict[str, dict[str, Any]], StageRecord]:
         """The stage's spec, the run's meta, its dependencies' packets and its own record,
         in one round trip (the message names the dependencies)."""
         pipe = self.redis.pipeline(transaction=False)
@@ -94,19 +127,20 @@ class RunState:
         spec_raw, meta_raw, record_raw, ended, *rest = pipe.execute()
         if spec_raw is None:
             return None, {}, {}, {}
-        meta = {_text(k): json.loads(v) for k, v in meta_raw.items()}
-        meta[ENDED] = {_text(s) for s in ended}
+        meta = cast(RunMeta, {k.decode(): json.loads(v) for k, v in meta_raw.items()})
+        meta["_ended"] = {s.decode() for s in ended}
         values = rest[0] if rest else []
         packets = {d: json.loads(v) for d, v in zip(deps, values, strict=False) if v is not None}
-        return json.loads(spec_raw), meta, packets, json.loads(record_raw) if record_raw else {}
+        record = cast(StageRecord, json.loads(record_raw) if record_raw else {})
+        return json.loads(spec_raw), meta, packets, record
 
     def record(
         self,
         execution_id: str,
         stage_id: str,
-        record: dict[str, Any],
+        record: StageRecord,
         *,
-        event: dict[str, Any] | None = None,
+        event: Event | None = None,
         packet: dict[str, Any] | None = None,
         pipe: Any = None,
     ) -> None:
@@ -123,34 +157,27 @@ class RunState:
         if packet is not None:
             pipe.hset(_run(execution_id, "packets"), stage_id, json.dumps(packet))
         if event is not None:
-            self._append_event(pipe, execution_id, event)
+            append(pipe, execution_id, event)
         if own:
             pipe.execute()
 
-    def publish(self, execution_id: str, event: dict[str, Any]) -> None:
+    def publish(self, execution_id: str, event: Event) -> None:
         pipe = self.redis.pipeline(transaction=False)
-        self._append_event(pipe, execution_id, event)
+        append(pipe, execution_id, event)
         pipe.execute()
 
-    @staticmethod
-    def _append_event(pipe: Any, execution_id: str, event: dict[str, Any]) -> None:
-        key = stream_key(execution_id)
-        pipe.xadd(
-            key, {"data": json.dumps(event, default=str)}, maxlen=STREAM_MAXLEN, approximate=True
-        )
-        pipe.expire(key, STREAM_TTL_S)
-
-    def stages(self, execution_id: str) -> dict[str, dict[str, Any]]:
-        raw = self.redis.hgetall(_run(execution_id, "stages"))
-        return {_text(k): json.loads(v) for k, v in raw.items()}  # type: ignore[misc]
+    def stages(self, execution_id: str) -> dict[str, StageRecord]:
+        return self._json_hash(_run(execution_id, "stages"))
 
     def packets(self, execution_id: str) -> dict[str, dict[str, Any]]:
-        raw = self.redis.hgetall(_run(execution_id, "packets"))
-        return {_text(k): json.loads(v) for k, v in raw.items()}  # type: ignore[misc]
+        return self._json_hash(_run(execution_id, "packets"))
 
     def plan(self, execution_id: str) -> dict[str, dict[str, Any]]:
-        raw = self.redis.hgetall(_run(execution_id, "plan"))
-        return {_text(k): json.loads(v) for k, v in raw.items()}  # type: ignore[misc]
+        return self._json_hash(_run(execution_id, "plan"))
+
+    def _json_hash(self, key: str) -> dict[str, Any]:
+        raw: dict[bytes, bytes] = self.redis.hgetall(key)  # type: ignore[assignment]
+        return {k.decode(): json.loads(v) for k, v in raw.items()}
 
     def claim_finish(self, execution_id: str) -> bool:
         """True for exactly one caller: the one that gets to finish the run."""

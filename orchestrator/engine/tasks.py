@@ -52,15 +52,16 @@ def register(app: Celery, settings: Settings, registry: Registry) -> None:
             # The stage's policy decides how often; waiting for a slot is not an attempt.
             again = attempt if outcome.waited else attempt + 1
             raise self.retry(
-                countdown=outcome.retry_in, kwargs={**self.request.kwargs, "attempt": again}
+                countdown=outcome.retry_in,
+                kwargs={**(self.request.kwargs or {}), "attempt": again},
             )
         return outcome.packet
 
     # max_retries=None: Celery's own cap (3 retries) must not cut the stage's policy short.
     # shared=False: these closures belong to this app only, not to every app made later.
-    options = {"bind": True, "acks_late": True, "max_retries": None, "shared": False}
     for worker_type in registry.names():
-        app.task(name=STAGE_TASK_PREFIX + worker_type, **options)(stage)
+        name = STAGE_TASK_PREFIX + worker_type
+        app.task(name=name, bind=True, acks_late=True, max_retries=None, shared=False)(stage)
 
     @app.task(shared=False, name="coordinator.start")
     def start(execution_id: str) -> str:

@@ -143,7 +143,7 @@ def test_waiting_runs_are_admitted_in_priority_order(redis_client: redis.Redis) 
         ("normal-2", Priority.NORMAL),
     ]:
         decision = admission.reserve(run, whole, priority)
-        assert decision.status == "queued" and decision.reasons
+        assert decision.status == "waiting" and decision.reasons
     order = []
     holder = "first"
     for _ in range(4):

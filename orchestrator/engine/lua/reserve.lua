@@ -82,7 +82,7 @@ local ahead = 0
 if waiting > 0 then
   if redis.call('ZSCORE', pending, run) then
     redis.call('ZREM', leases, run)
-    return {'queued', '["already waiting"]', 0}
+    return {'waiting', '["already waiting"]', 0}
   end
   -- Runs already waiting at this priority or higher go first: no overtaking.
   ahead = redis.call('ZCOUNT', pending, '-inf', score)
@@ -109,6 +109,6 @@ if wait == '1' then
   redis.call('ZADD', pending, score, run)
   redis.call('HSET', P .. 'pending:needs', run, cjson.encode(map))
   pending_changed()
-  return {'queued', cjson.encode(reasons), retry}
+  return {'waiting', cjson.encode(reasons), retry}
 end
 return {'refused', cjson.encode(reasons), retry}

@@ -19,17 +19,18 @@ from typing import Any
 from celery.exceptions import SoftTimeLimitExceeded
 from redis.exceptions import NoScriptError
 
-from orchestrator.constants import RUN_HALTED, STAGE_ENDED, StageStatus, redis_key
+from orchestrator.constants import RUN_HALTED, STAGE_ENDED, LiveStatus, StageStatus, redis_key
 from orchestrator.core.handshake import DataRef, HandshakePacket, NextStage, Summary
 from orchestrator.core.retry import RetryPolicy, compute_backoff, retry_after_of, should_retry
 from orchestrator.db import PipelineExecution
+from orchestrator.engine.events import Event, stage_event
 from orchestrator.engine.ledger import record_usage
-from orchestrator.engine.run_state import STARTED_AT, RunState, now_ms
+from orchestrator.engine.run_state import RunMeta, RunState, StageRecord, now_ms
 from orchestrator.engine.stage.leases import LeaseKeeper
 from orchestrator.engine.stage.sink import RunSink, remaining_ms
 from orchestrator.errors import OrchestratorError, TransientStageError
 from orchestrator.runtime import Runtime
-from orchestrator.sdk import StageContext, StageResult
+from orchestrator.sdk import Action, StageContext, StageResult
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +106,7 @@ class _Stage:
         execution_id: str,
         stage_id: str,
         spec: dict[str, Any],
-        meta: dict[str, Any],
+        meta: RunMeta,
         attempt: int,
         task_id: str | None,
     ) -> None:
@@ -117,7 +118,7 @@ class _Stage:
         self.meta = meta
         self.attempt = attempt
         self.task_id = task_id
-        self.record: dict[str, Any] = {
+        self.record: StageRecord = {
             "worker": spec["worker"],
             "action": spec["action"],
             "order": spec["order"],
@@ -125,24 +126,13 @@ class _Stage:
             "task_id": task_id,
         }
 
-    def event(
-        self, status: str, message: str = "", progress: float | None = None
-    ) -> dict[str, Any]:
-        return {
-            "type": "stage",
-            "stage": self.stage_id,
-            "status": status,
-            "progress": progress
-            if progress is not None
-            else (100.0 if status != "running" else 0.0),
-            "message": message,
-            "estimated_remaining_ms": remaining_ms(
-                self.meta,
-                self.stage_id,
-                self.record.get("started_at"),
-                done=status in STAGE_ENDED,
-            ),
-        }
+    def event(self, status: str, message: str = "", progress: float | None = None) -> Event:
+        if progress is None:
+            progress = 0.0 if status == StageStatus.RUNNING else 100.0
+        remaining = remaining_ms(
+            self.meta, self.stage_id, self.record.get("started_at"), done=status in STAGE_ENDED
+        )
+        return stage_event(self.stage_id, status, message, progress, remaining)
 
     def packet(self, ref: DataRef, summary: Summary) -> dict[str, Any]:
         nxt = self.spec.get("next") or {}
@@ -166,7 +156,9 @@ class _Stage:
             expires_at=datetime.now(UTC),
         )
         packet = self.packet(ref, Summary(proceed=False, errors=[reason]))
-        self.record.update(status=status, completed_at=now_ms(), error=None, reason=reason)
+        self.record.update(
+            {"status": status, "completed_at": now_ms(), "error": None, "reason": reason}
+        )
         self.state.record(
             self.execution_id,
             self.stage_id,
@@ -177,87 +169,93 @@ class _Stage:
         return Outcome(packet)
 
     def run(self, refs: dict[str, DataRef]) -> Outcome:
-        registry = self.runtime.registry
-        action = registry.action(self.spec["worker"], self.spec["action"])
-        params = self.spec["params"]
+        """cache -> capacity slot -> inputs -> the function -> output -> settle -> packet."""
+        action = self.runtime.registry.action(self.spec["worker"], self.spec["action"])
         input_sums = {d: r.checksum for d, r in refs.items()}
-        cache_key = None
-        if self.spec["cache"]["enabled"] and action.cacheable:
-            cache_key = redis_key(
-                "cache",
-                digest(
-                    action.worker_type,
-                    action.name,
-                    action.version,
-                    params,
-                    input_sums,
-                    self._cache_owner(),
-                ),
-            )
-            hit = self._cache_hit(cache_key)
-            if hit is not None:
-                return hit
-        admission = self.runtime.admission
-        holder = f"{self.execution_id}:{self.stage_id}"
+        cache_key = self._cache_key(action, input_sums)
+        if cache_key is not None and (hit := self._cache_hit(cache_key)) is not None:
+            return hit
         started = time.perf_counter()
-        # One round trip takes the capacity slot and records the start.
-        pipe = self.runtime.redis.pipeline(transaction=False)
-        admission.acquire_slot(self.spec["worker"], holder, client=pipe)
-        self.record.update(status=StageStatus.RUNNING, started_at=now_ms())
-        self.meta.setdefault(STARTED_AT, {})[self.stage_id] = self.record["started_at"]
-        self.state.record(
-            self.execution_id,
-            self.stage_id,
-            self.record,
-            event=self.event(StageStatus.RUNNING, "started", 0.0),
-            pipe=pipe,
-        )
-        try:
-            taken = pipe.execute()[0]
-        except NoScriptError:  # Redis lost its script cache (a restart): load it, ask again
-            taken = admission.acquire_slot(self.spec["worker"], holder)
-        if not taken:
-            # retry_at tells the reconciler when a waiting stage is overdue (its worker died).
-            self.record.update(
-                status="waiting", started_at=None, retry_at=now_ms() + int(SLOT_RETRY_S * 1000)
-            )
-            self.state.record(
-                self.execution_id,
-                self.stage_id,
-                self.record,
-                event=self.event("waiting", "waiting for a capacity slot", 0.0),
-            )
-            return Outcome(None, retry_in=SLOT_RETRY_S, waited=True)
+        if not self._take_slot():
+            return self._wait_for_slot()
         sink = RunSink(self.runtime, self.state, self.meta)
         try:
-            inputs = {d: self.runtime.outputs.read(r) for d, r in refs.items()}
-            ctx = StageContext(
-                execution_id=self.execution_id,
-                stage_id=self.stage_id,
-                worker_type=action.worker_type,
-                action=action.name,
-                settings=self.runtime.settings,
-                sink=sink,
-                attempt=self.attempt,
-            )
-            with LeaseKeeper(self.runtime, self.spec["worker"], holder, self.execution_id):
-                result = action.function(ctx, inputs, params)
-            if not isinstance(result, StageResult):
-                result = StageResult(output=result)
-            stem = f"outputs/{self.execution_id}/{self.stage_id}/{digest(params, input_sums)[:16]}"
-            ref = self.runtime.outputs.write(
-                stem, result.output, ttl=timedelta(seconds=self.runtime.settings.output_ttl_s)
-            )
+            result, ref = self._call(action, refs, input_sums, sink)
         except SoftTimeLimitExceeded:
-            return self._failed(
-                TransientStageError(f"stage timed out after {self.spec['timeout_s']} s"), started
-            )
+            timeout = TransientStageError(f"stage timed out after {self.spec['timeout_s']} s")
+            return self._failed(timeout, started)
         except Exception as error:  # the stage's own failure: recorded, retried or failed
             return self._failed(error, started)
+        return self._completed(result, ref, sink, cache_key, started)
+
+    @property
+    def holder(self) -> str:
+        """Who holds the stage's capacity slot."""
+        return f"{self.execution_id}:{self.stage_id}"
+
+    def _cache_key(self, action: Action, input_sums: dict[str, str]) -> str | None:
+        if not (self.spec["cache"]["enabled"] and action.cacheable):
+            return None
+        identity = (action.worker_type, action.name, action.version, self.spec["params"])
+        return redis_key("cache", digest(*identity, input_sums, self._cache_owner()))
+
+    def _take_slot(self) -> bool:
+        """Take a capacity slot and record the start, in one round trip."""
+        admission = self.runtime.admission
+        pipe = self.runtime.redis.pipeline(transaction=False)
+        admission.acquire_slot(self.spec["worker"], self.holder, client=pipe)
+        self.record.update({"status": StageStatus.RUNNING, "started_at": now_ms()})
+        self.meta.setdefault("_started_at", {})[self.stage_id] = now_ms()
+        started = self.event(StageStatus.RUNNING, "started", 0.0)
+        self.state.record(self.execution_id, self.stage_id, self.record, event=started, pipe=pipe)
+        try:
+            return bool(pipe.execute()[0])
+        except NoScriptError:  # Redis lost its script cache (a restart): load it, ask again
+            return admission.acquire_slot(self.spec["worker"], self.holder)
+
+    def _wait_for_slot(self) -> Outcome:
+        # retry_at tells the reconciler when a waiting stage is overdue (its worker died).
+        due = now_ms() + int(SLOT_RETRY_S * 1000)
+        self.record.update({"status": StageStatus.WAITING, "started_at": None, "retry_at": due})
+        waiting = self.event(StageStatus.WAITING, "waiting for a capacity slot", 0.0)
+        self.state.record(self.execution_id, self.stage_id, self.record, event=waiting)
+        return Outcome(None, retry_in=SLOT_RETRY_S, waited=True)
+
+    def _call(
+        self, action: Action, refs: dict[str, DataRef], input_sums: dict[str, str], sink: RunSink
+    ) -> tuple[StageResult, DataRef]:
+        """Inputs by reference in (checksums verified), the function, its output written."""
+        inputs = {d: self.runtime.outputs.read(r) for d, r in refs.items()}
+        ctx = StageContext(
+            execution_id=self.execution_id,
+            stage_id=self.stage_id,
+            worker_type=action.worker_type,
+            action=action.name,
+            settings=self.runtime.settings,
+            sink=sink,
+            attempt=self.attempt,
+        )
+        with LeaseKeeper(self.runtime, self.spec["worker"], self.holder, self.execution_id):
+            result = action.function(ctx, inputs, self.spec["params"])
+        if not isinstance(result, StageResult):
+            result = StageResult(output=result)
+        params = self.spec["params"]
+        stem = f"outputs/{self.execution_id}/{self.stage_id}/{digest(params, input_sums)[:16]}"
+        ttl = timedelta(seconds=self.runtime.settings.output_ttl_s)
+        return result, self.runtime.outputs.write(stem, result.output, ttl=ttl)
+
+    def _completed(
+        self,
+        result: StageResult,
+        ref: DataRef,
+        sink: RunSink,
+        cache_key: str | None,
+        started: float,
+    ) -> Outcome:
+        """Settle, cache, record: the slot is released in the same round trip."""
+        items = result.items_processed
         summary = Summary(
-            items_processed=result.items_processed
-            if result.items_processed is not None
-            else _count_items(result.output),
+            items_processed=items if items is not None else _count_items(result.output),
             quality_score=result.quality_score if result.quality_score is not None else 1.0,
             errors=result.errors[:20],
             proceed=result.proceed,
@@ -265,36 +263,30 @@ class _Stage:
         cost = self._settle(sink.used)
         packet = self.packet(ref, summary)
         if cache_key is not None:
-            self.runtime.redis.set(
-                cache_key,
-                json.dumps(
-                    {
-                        "data_ref": ref.model_dump(mode="json"),
-                        "summary": summary.model_dump(mode="json", by_alias=True),
-                    }
-                ),
-                ex=int(self.spec["cache"]["ttl_s"]),
-            )
+            cached = {
+                "data_ref": ref.model_dump(mode="json"),
+                "summary": summary.model_dump(mode="json", by_alias=True),
+            }
+            ttl = int(self.spec["cache"]["ttl_s"])
+            self.runtime.redis.set(cache_key, json.dumps(cached), ex=ttl)
         self.record.update(
-            status=StageStatus.COMPLETED,
-            completed_at=now_ms(),
-            time_ms=int((time.perf_counter() - started) * 1000),
-            cost_usd=cost,
-            usage=dict(sink.used),
-            cache_hit=False,
-            error=None,
-            proceed=result.proceed,
+            {
+                "status": StageStatus.COMPLETED,
+                "completed_at": now_ms(),
+                "time_ms": int((time.perf_counter() - started) * 1000),
+                "cost_usd": cost,
+                "usage": dict(sink.used),
+                "cache_hit": False,
+                "error": None,
+                "proceed": result.proceed,
+            }
         )
         message = "done" if result.proceed else "done; continue: false stops what follows"
         pipe = self.runtime.redis.pipeline(transaction=False)
-        admission.release_slot(self.spec["worker"], holder, client=pipe)
+        self.runtime.admission.release_slot(self.spec["worker"], self.holder, client=pipe)
+        done = self.event(StageStatus.COMPLETED, message)
         self.state.record(
-            self.execution_id,
-            self.stage_id,
-            self.record,
-            event=self.event(StageStatus.COMPLETED, message),
-            packet=packet,
-            pipe=pipe,
+            self.execution_id, self.stage_id, self.record, event=done, packet=packet, pipe=pipe
         )
         pipe.execute()
         return Outcome(packet)
@@ -322,14 +314,16 @@ class _Stage:
             return None
         packet = self.packet(ref, Summary.model_validate(cached["summary"]))
         self.record.update(
-            status=StageStatus.CACHED,
-            started_at=now_ms(),
-            completed_at=now_ms(),
-            time_ms=0,
-            cost_usd=0.0,
-            usage={},
-            cache_hit=True,
-            error=None,
+            {
+                "status": StageStatus.CACHED,
+                "started_at": now_ms(),
+                "completed_at": now_ms(),
+                "time_ms": 0,
+                "cost_usd": 0.0,
+                "usage": {},
+                "cache_hit": True,
+                "error": None,
+            }
         )
         self.state.record(
             self.execution_id,
@@ -383,17 +377,19 @@ class _Stage:
         if should_retry(policy, self.attempt, error):
             delay = compute_backoff(policy, self.attempt, retry_after_s=retry_after_of(error))
             self.record.update(
-                status="retrying",
-                error=message,
-                time_ms=elapsed,
-                retry_at=now_ms() + int(delay * 1000),
+                {
+                    "status": StageStatus.RETRYING,
+                    "error": message,
+                    "time_ms": elapsed,
+                    "retry_at": now_ms() + int(delay * 1000),
+                }
             )
             self.state.record(
                 self.execution_id,
                 self.stage_id,
                 self.record,
                 event=self.event(
-                    "retrying",
+                    StageStatus.RETRYING,
                     f"attempt {self.attempt} failed ({message}); retrying in {delay:.1f} s",
                     0.0,
                 ),
@@ -401,7 +397,7 @@ class _Stage:
             return Outcome(None, retry_in=delay)
         log.warning("stage %s of %s failed: %s", self.stage_id, self.execution_id, message)
         self.state.set_meta(
-            self.execution_id, status="failing", error=f"{self.stage_id}: {message}"
+            self.execution_id, status=LiveStatus.FAILING, error=f"{self.stage_id}: {message}"
         )
         ref = DataRef(
             storage_type="none",
@@ -412,7 +408,12 @@ class _Stage:
         )
         packet = self.packet(ref, Summary(proceed=False, errors=[message[:500]]))
         self.record.update(
-            status=StageStatus.FAILED, completed_at=now_ms(), time_ms=elapsed, error=message
+            {
+                "status": StageStatus.FAILED,
+                "completed_at": now_ms(),
+                "time_ms": elapsed,
+                "error": message,
+            }
         )
         self.state.record(
             self.execution_id,

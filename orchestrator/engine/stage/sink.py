@@ -8,24 +8,24 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from typing import Any
 
 from orchestrator.core.estimator import remaining_ms as critical_remaining_ms
-from orchestrator.engine.run_state import ENDED, STARTED_AT, RunState, now_ms
+from orchestrator.engine.events import progress_event
+from orchestrator.engine.run_state import RunMeta, RunState, now_ms
 from orchestrator.runtime import Runtime
 from orchestrator.sdk import StageContext
 from orchestrator.storage.deliverables import record_deliverable
 
 
 def remaining_ms(
-    meta: dict[str, Any], stage: str | None = None, since_ms: int | None = None, done: bool = False
+    meta: RunMeta, stage: str | None = None, since_ms: int | None = None, done: bool = False
 ) -> int | None:
     """Estimated time left, recomputed from what has ended and what is left: the critical
     path of the stages not ended at their predicted medians (``stage`` has run since
     ``since_ms``, or is ``done``). A run launched without them: its estimate less elapsed."""
     p50, deps = meta.get("stage_p50"), meta.get("deps")
     if p50 and deps:
-        ended = set(meta.get(ENDED, ()))
+        ended = set(meta.get("_ended", ()))
         running: dict[str, float] = {}
         if stage is not None and done:
             ended.add(stage)
@@ -41,24 +41,17 @@ def remaining_ms(
 class RunSink:
     """The real ``StageSink``: progress to the event stream, usage kept for settlement."""
 
-    def __init__(self, runtime: Runtime, state: RunState, meta: dict[str, Any]) -> None:
+    def __init__(self, runtime: Runtime, state: RunState, meta: RunMeta) -> None:
         self.runtime = runtime
         self.state = state
         self.meta = meta
         self.used: dict[str, float] = defaultdict(float)
 
     def progress(self, ctx: StageContext, percent: float, message: str) -> None:
+        started = self.meta.get("_started_at", {}).get(ctx.stage_id)
+        remaining = remaining_ms(self.meta, ctx.stage_id, started)
         self.state.publish(
-            ctx.execution_id,
-            {
-                "type": "progress",
-                "stage": ctx.stage_id,
-                "progress": round(percent, 1),
-                "message": message,
-                "estimated_remaining_ms": remaining_ms(
-                    self.meta, ctx.stage_id, self.meta.get(STARTED_AT, {}).get(ctx.stage_id)
-                ),
-            },
+            ctx.execution_id, progress_event(ctx.stage_id, percent, message, remaining)
         )
 
     def usage(self, ctx: StageContext, resource: str, quantity: float) -> None:
