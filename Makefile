@@ -7,7 +7,7 @@ TYPE   ?=
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install demo test soak up down migrate api worker workers beat flower bench lint clean
+.PHONY: help install demo test soak up down migrate api worker workers beat flower bench lint typecheck check clean
 
 help: ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -63,8 +63,13 @@ bench: install ## the benchmarks; results in bench/results/
 	@status=0; $(BIN)/python bench/run_all.py || status=$$?; \
 	  scripts/services.sh stop var/bench-services; exit $$status
 
-lint: install ## ruff
+lint: install ## ruff: lint rules (complexity included) and formatting
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+typecheck: install ## mypy on orchestrator/ and workers/ (pydantic plugin), zero errors
+	$(BIN)/mypy
+
+check: lint typecheck test ## what CI runs: lint, typecheck, the whole suite
 
 clean: ## remove the virtualenv and local state
 	rm -rf $(VENV) var .pytest_cache .ruff_cache

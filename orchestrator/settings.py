@@ -8,7 +8,7 @@ pass it down. Malformed values fail here, naming the variable; reachability is c
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -95,70 +95,12 @@ class Settings:
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Read ``ORCH_*``; raise ``ConfigError`` naming the first malformed variable."""
         env = os.environ if environ is None else environ
-
-        def get(name: str, default: str = "") -> str:
-            return env.get(name, default).strip()
-
         values: dict[str, object] = {}
-        if data_dir := get("ORCH_DATA_DIR"):
-            values["data_dir"] = Path(data_dir)
-        if url := get("ORCH_DATABASE_URL"):
-            database_url = _check_url(
-                "ORCH_DATABASE_URL",
-                url,
-                {"sqlite", "postgresql", "postgresql+psycopg", "postgres"},
-            ).replace("postgres://", "postgresql+psycopg://", 1)
-            if database_url.startswith("postgresql://"):
-                database_url = "postgresql+psycopg://" + url.split("://", 1)[1]
-            values["database_url"] = database_url
-        if url := get("ORCH_REDIS_URL"):
-            values["redis_url"] = _check_url("ORCH_REDIS_URL", url, {"redis", "rediss", "unix"})
-        if url := get("ORCH_BROKER_URL"):
-            values["broker_url"] = _check_url(
-                "ORCH_BROKER_URL", url, {"redis", "rediss", "amqp", "amqps", "pyamqp"}
-            )
-        if endpoint := get("ORCH_S3_ENDPOINT"):
-            values["s3_endpoint"] = _check_endpoint("ORCH_S3_ENDPOINT", endpoint)
+        for variable, (attr, parse) in _VARIABLES.items():
+            if raw := env.get(variable, "").strip():
+                values[attr] = parse(variable, raw)
+        if "s3_endpoint" in values:
             values["s3_embedded"] = False
-        for name, attr in (
-            ("ORCH_S3_ACCESS_KEY", "s3_access_key"),
-            ("ORCH_S3_SECRET_KEY", "s3_secret_key"),
-            ("ORCH_LLM_BASE_URL", "llm_base_url"),
-            ("ORCH_LLM_API_KEY", "llm_api_key"),
-            ("ORCH_LLM_MODEL", "llm_model"),
-        ):
-            if value := get(name):
-                values[attr] = value
-        if bucket := get("ORCH_S3_BUCKET"):
-            if not (3 <= len(bucket) <= 63) or not bucket.replace("-", "").isalnum():
-                raise ConfigError("ORCH_S3_BUCKET", f"{bucket!r} is not a valid bucket name")
-            values["s3_bucket"] = bucket.lower()
-        if secure := get("ORCH_S3_SECURE"):
-            values["s3_secure"] = _truthy("ORCH_S3_SECURE", secure)
-        if allow := get("ORCH_ALLOW_PRIVATE_URLS"):
-            values["allow_private_urls"] = _truthy("ORCH_ALLOW_PRIVATE_URLS", allow)
-        if port := get("ORCH_CORPUS_PORT"):
-            if not port.isdigit() or not 0 < int(port) < 65536:
-                raise ConfigError("ORCH_CORPUS_PORT", f"expected a port number, got {port!r}")
-            values["corpus_port"] = int(port)
-        if templates := get("ORCH_TEMPLATES_DIR"):
-            path = Path(templates)
-            if not path.is_dir():
-                raise ConfigError("ORCH_TEMPLATES_DIR", f"{templates!r} is not a directory")
-            values["templates_dir"] = path
-        if resources := get("ORCH_RESOURCES_FILE"):
-            path = Path(resources)
-            if not path.is_file():
-                raise ConfigError("ORCH_RESOURCES_FILE", f"{resources!r} is not a file")
-            values["resources_file"] = path
-        if modules := get("ORCH_WORKER_MODULES"):
-            values["worker_modules"] = tuple(m.strip() for m in modules.split(",") if m.strip())
-        if ttl := get("ORCH_OUTPUT_TTL_S"):
-            if not ttl.isdigit() or int(ttl) <= 0:
-                raise ConfigError("ORCH_OUTPUT_TTL_S", f"expected a positive integer, got {ttl!r}")
-            values["output_ttl_s"] = int(ttl)
-        if llm := values.get("llm_base_url"):
-            _check_url("ORCH_LLM_BASE_URL", str(llm), {"http", "https"})
         values["extra"] = {k: v for k, v in env.items() if k.startswith("ORCH_")}
         return cls(**values)  # type: ignore[arg-type]
 
@@ -209,3 +151,79 @@ class Settings:
             for f in fields(self)
             if f.name != "extra"
         }
+
+
+# -- one parser per variable: each names the variable in its error -----------------------------
+
+
+def _database_url(variable: str, url: str) -> str:
+    schemes = {"sqlite", "postgresql", "postgresql+psycopg", "postgres"}
+    checked = _check_url(variable, url, schemes).replace("postgres://", "postgresql+psycopg://", 1)
+    if checked.startswith("postgresql://"):
+        checked = "postgresql+psycopg://" + url.split("://", 1)[1]
+    return checked
+
+
+def _url(*schemes: str) -> Callable[[str, str], str]:
+    return lambda variable, url: _check_url(variable, url, set(schemes))
+
+
+def _text_value(variable: str, value: str) -> str:
+    return value
+
+
+def _bucket(variable: str, bucket: str) -> str:
+    if not (3 <= len(bucket) <= 63) or not bucket.replace("-", "").isalnum():
+        raise ConfigError(variable, f"{bucket!r} is not a valid bucket name")
+    return bucket.lower()
+
+
+def _port(variable: str, port: str) -> int:
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(variable, f"expected a port number, got {port!r}")
+    return int(port)
+
+
+def _positive_int(variable: str, value: str) -> int:
+    if not value.isdigit() or int(value) <= 0:
+        raise ConfigError(variable, f"expected a positive integer, got {value!r}")
+    return int(value)
+
+
+def _directory(variable: str, value: str) -> Path:
+    if not Path(value).is_dir():
+        raise ConfigError(variable, f"{value!r} is not a directory")
+    return Path(value)
+
+
+def _file(variable: str, value: str) -> Path:
+    if not Path(value).is_file():
+        raise ConfigError(variable, f"{value!r} is not a file")
+    return Path(value)
+
+
+def _modules(variable: str, value: str) -> tuple[str, ...]:
+    return tuple(m.strip() for m in value.split(",") if m.strip())
+
+
+#: ``ORCH_*`` variable -> (the setting it sets, its parser).
+_VARIABLES: dict[str, tuple[str, Callable[[str, str], object]]] = {
+    "ORCH_DATA_DIR": ("data_dir", lambda variable, value: Path(value)),
+    "ORCH_DATABASE_URL": ("database_url", _database_url),
+    "ORCH_REDIS_URL": ("redis_url", _url("redis", "rediss", "unix")),
+    "ORCH_BROKER_URL": ("broker_url", _url("redis", "rediss", "amqp", "amqps", "pyamqp")),
+    "ORCH_S3_ENDPOINT": ("s3_endpoint", _check_endpoint),
+    "ORCH_S3_ACCESS_KEY": ("s3_access_key", _text_value),
+    "ORCH_S3_SECRET_KEY": ("s3_secret_key", _text_value),
+    "ORCH_S3_BUCKET": ("s3_bucket", _bucket),
+    "ORCH_S3_SECURE": ("s3_secure", _truthy),
+    "ORCH_LLM_BASE_URL": ("llm_base_url", _url("http", "https")),
+    "ORCH_LLM_API_KEY": ("llm_api_key", _text_value),
+    "ORCH_LLM_MODEL": ("llm_model", _text_value),
+    "ORCH_ALLOW_PRIVATE_URLS": ("allow_private_urls", _truthy),
+    "ORCH_CORPUS_PORT": ("corpus_port", _port),
+    "ORCH_TEMPLATES_DIR": ("templates_dir", _directory),
+    "ORCH_RESOURCES_FILE": ("resources_file", _file),
+    "ORCH_WORKER_MODULES": ("worker_modules", _modules),
+    "ORCH_OUTPUT_TTL_S": ("output_ttl_s", _positive_int),
+}

@@ -155,32 +155,37 @@ def parse_template(data: Mapping[str, Any]) -> Template:
 
 
 def _check_structure(template: Template) -> None:
+    """Unique ids, known dependencies and parameters, valid shards and defaults, no cycle."""
     ids: dict[str, int] = {}
     for index, stage in enumerate(template.stages):
         if stage.id in ids:
             raise _fail(f"stages[{index}].id", f"duplicate stage id {stage.id!r}")
         ids[stage.id] = index
     for index, stage in enumerate(template.stages):
-        for dependency in stage.depends_on:
-            if dependency not in ids:
-                raise _fail(f"stages[{index}].depends_on", f"unknown stage {dependency!r}")
-            if dependency == stage.id:
-                raise _fail(f"stages[{index}].depends_on", "a stage cannot depend on itself")
-        for name in _references(stage.params):
-            if name not in template.parameters:
-                raise _fail(f"stages[{index}].params", f"unknown parameter ${{{name}}}")
-        if isinstance(stage.shards, str):
-            match = REFERENCE.fullmatch(stage.shards)
-            if not match or match.group(1) not in template.parameters:
-                raise _fail(f"stages[{index}].shards", "must be an integer or ${parameter}")
-        elif not 1 <= stage.shards <= MAX_SHARDS:
-            raise _fail(f"stages[{index}].shards", f"must be between 1 and {MAX_SHARDS}")
+        _check_stage(template, f"stages[{index}]", stage, ids)
     for name, parameter in template.parameters.items():
         if parameter.default is not None:
             _check_value(f"parameters.{name}.default", parameter, parameter.default)
     cycle = find_cycle({s.id: s.depends_on for s in template.stages})
     if cycle:
         raise _fail("stages", f"dependency cycle: {' -> '.join(cycle)}")
+
+
+def _check_stage(template: Template, where: str, stage: Stage, ids: Mapping[str, int]) -> None:
+    for dependency in stage.depends_on:
+        if dependency not in ids:
+            raise _fail(f"{where}.depends_on", f"unknown stage {dependency!r}")
+        if dependency == stage.id:
+            raise _fail(f"{where}.depends_on", "a stage cannot depend on itself")
+    for name in _references(stage.params):
+        if name not in template.parameters:
+            raise _fail(f"{where}.params", f"unknown parameter ${{{name}}}")
+    if isinstance(stage.shards, str):
+        match = REFERENCE.fullmatch(stage.shards)
+        if not match or match.group(1) not in template.parameters:
+            raise _fail(f"{where}.shards", "must be an integer or ${parameter}")
+    elif not 1 <= stage.shards <= MAX_SHARDS:
+        raise _fail(f"{where}.shards", f"must be between 1 and {MAX_SHARDS}")
 
 
 def check_workers(template: Template, known: Mapping[str, Iterable[str]]) -> None:

@@ -273,61 +273,19 @@ def _launch(runtime: Runtime, execution: PipelineExecution) -> bool:
     has its own token: messages of an earlier launch are recognised as stale and dropped.
     """
     execution_id = execution.execution_id
-    template = template_registry.get(
-        runtime.db, execution.template_name, execution.template_version
-    )
-    stages = bind(template, execution.parameters)
-    seeded: dict[str, dict[str, Any]] = {}
-    if execution.rerun_stages is not None:
-        rerun = set(execution.rerun_stages)
-        seeded = checkpoint_packets(runtime, execution_id, {s.id for s in stages} - rerun)
-        stages = [s for s in stages if s.id in rerun]
-    dependents: dict[str, list[BoundStage]] = defaultdict(list)
-    for stage in stages:
-        for dep in stage.depends_on:
-            dependents[dep].append(stage)
-    ids = {s.id for s in stages}
-    specs = {}
-    for stage in stages:
-        spec = stage.model_dump(mode="json")
-        nxt = dependents.get(stage.id)
-        spec["next"] = (
-            {"worker": nxt[0].worker, "action": nxt[0].action, "params": {}} if nxt else {}
-        )
-        specs[stage.id] = spec
+    stages, seeded = _stages_to_run(runtime, execution)
+    specs = _specs(stages)
+    deps = {s.id: [d for d in s.depends_on if d in specs] for s in stages}
     state = RunState(runtime.redis)
     token = uuid.uuid4().hex[:12]
-    state.create(
-        execution_id,
-        {
-            "launch": token,
-            "status": ExecutionStatus.RUNNING,
-            "started_ms": now_ms(),
-            "estimated_time_ms": execution.estimated_time_ms or critical_path_ms(stages),
-            # For the ETA of each event: what is left is recomputed from these.
-            "deps": {s.id: [d for d in s.depends_on if d in ids] for s in stages},
-            "stage_p50": {
-                stage_id: interval["p50"]
-                for stage_id, interval in ((execution.estimate or {}).get("stages") or {}).items()
-                if stage_id in ids
-            },
-            "priority": execution.priority,
-            "client_id": execution.client_id,
-        },
-        specs,
-        seeded,
-    )
+    state.create(execution_id, _live_meta(execution, stages, deps, token), specs, seeded)
     # The canvas orders only the stages that run; checkpoints are already there.
-    plan = make_plan({s.id: [d for d in s.depends_on if d in ids] for s in stages})
+    plan = make_plan(deps)
     if not plan.exact:
         log.info("execution %s: DAG is not series-parallel; some stages wait longer", execution_id)
+    priority = Priority(execution.priority).celery_priority
     canvas = build_canvas(
-        runtime.celery,
-        execution_id,
-        plan,
-        specs,
-        priority=Priority(execution.priority).celery_priority,
-        launch=token,
+        runtime.celery, execution_id, plan, specs, priority=priority, launch=token
     )
     if not _mark_running(runtime, execution_id):
         state.drop(execution_id)  # cancelled since it was loaded: nothing was sent
@@ -338,6 +296,59 @@ def _launch(runtime: Runtime, execution: PipelineExecution) -> bool:
     state.publish(execution_id, execution_event(ExecutionStatus.RUNNING, started, remaining))
     canvas.apply_async()
     return True
+
+
+def _stages_to_run(
+    runtime: Runtime, execution: PipelineExecution
+) -> tuple[list[BoundStage], dict[str, dict[str, Any]]]:
+    """The bound stages this launch runs, and the packets of the checkpoints it starts from."""
+    template = template_registry.get(
+        runtime.db, execution.template_name, execution.template_version
+    )
+    stages = bind(template, execution.parameters)
+    if execution.rerun_stages is None:
+        return stages, {}
+    rerun = set(execution.rerun_stages)
+    done = {s.id for s in stages} - rerun
+    seeded = checkpoint_packets(runtime, execution.execution_id, done)
+    return [s for s in stages if s.id in rerun], seeded
+
+
+def _specs(stages: list[BoundStage]) -> dict[str, dict[str, Any]]:
+    """Each stage as its task reads it from the live plan, with the handshake's ``next``."""
+    dependents: dict[str, list[BoundStage]] = defaultdict(list)
+    for stage in stages:
+        for dep in stage.depends_on:
+            dependents[dep].append(stage)
+    specs = {}
+    for stage in stages:
+        spec = stage.model_dump(mode="json")
+        nxt = dependents.get(stage.id)
+        spec["next"] = (
+            {"worker": nxt[0].worker, "action": nxt[0].action, "params": {}} if nxt else {}
+        )
+        specs[stage.id] = spec
+    return specs
+
+
+def _live_meta(
+    execution: PipelineExecution,
+    stages: list[BoundStage],
+    deps: dict[str, list[str]],
+    token: str,
+) -> RunMeta:
+    stated = (execution.estimate or {}).get("stages") or {}
+    return {
+        "launch": token,
+        "status": LiveStatus.RUNNING,
+        "started_ms": now_ms(),
+        "estimated_time_ms": execution.estimated_time_ms or critical_path_ms(stages),
+        # For the ETA of each event: what is left is recomputed from these.
+        "deps": deps,
+        "stage_p50": {s: interval["p50"] for s, interval in stated.items() if s in deps},
+        "priority": execution.priority,
+        "client_id": execution.client_id,
+    }
 
 
 def _mark_running(runtime: Runtime, execution_id: str) -> bool:

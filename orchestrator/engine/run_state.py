@@ -79,7 +79,7 @@ class RunState:
     def create(
         self,
         execution_id: str,
-        meta: dict[str, Any],
+        meta: RunMeta,
         plan: dict[str, dict[str, Any]],
         packets: dict[str, dict[str, Any]] | None = None,
     ) -> None:

@@ -6,6 +6,7 @@ queue); ``coordinator.*`` run on the coordinator queue.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from celery import Celery, Task
@@ -23,9 +24,20 @@ from orchestrator.worker_registry import refresh
 
 
 def register(app: Celery, settings: Settings, registry: Registry) -> None:
-    """Register the coordinator tasks and one ``stage.<worker type>`` task per worker type."""
+    """Register one ``stage.<worker type>`` task per worker type and the coordinator's."""
     runtime = Runtime(settings, app)
     app.conf.orchestrator_runtime = runtime
+    stage = _stage_task(runtime)
+    # max_retries=None: Celery's own cap (3 retries) must not cut the stage's policy short.
+    # shared=False: these closures belong to this app only, not to every app made later.
+    for worker_type in registry.names():
+        name = STAGE_TASK_PREFIX + worker_type
+        app.task(name=name, bind=True, acks_late=True, max_retries=None, shared=False)(stage)
+    _register_coordinator(app, runtime)
+
+
+def _stage_task(runtime: Runtime) -> Callable[..., Any]:
+    """The body of every stage task: run the stage; retry, drop or pass its packet on."""
 
     def stage(
         self: Task,
@@ -57,11 +69,11 @@ def register(app: Celery, settings: Settings, registry: Registry) -> None:
             )
         return outcome.packet
 
-    # max_retries=None: Celery's own cap (3 retries) must not cut the stage's policy short.
-    # shared=False: these closures belong to this app only, not to every app made later.
-    for worker_type in registry.names():
-        name = STAGE_TASK_PREFIX + worker_type
-        app.task(name=name, bind=True, acks_late=True, max_retries=None, shared=False)(stage)
+    return stage
+
+
+def _register_coordinator(app: Celery, runtime: Runtime) -> None:
+    """The coordinator's tasks: start, launch, finish, and what beat schedules."""
 
     @app.task(shared=False, name="coordinator.start")
     def start(execution_id: str) -> str:
