@@ -18,8 +18,8 @@ from sqlalchemy import text
 
 from orchestrator.db import Base, Database
 from orchestrator.settings import Settings
-from orchestrator.storage.embedded import EmbeddedS3, ensure_running
 from orchestrator.storage.objects import ObjectStore
+from tests.services import WeedServer
 
 ROOT = Path(__file__).resolve().parent.parent
 CI = os.environ.get("CI") == "true"
@@ -56,13 +56,23 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def settings(data_dir: Path) -> Settings:
-    """Settings for the suite: private Redis DB, PostgreSQL database and S3 bucket."""
+def weed(data_dir: Path) -> WeedServer:
+    """The session's own ``weed mini`` (started by ``s3_server``): on free ports, so sessions
+    running side by side never share one, nor stop one another's."""
+    defaults = Settings()
+    return WeedServer(data_dir / "s3", defaults.s3_access_key, defaults.s3_secret_key)
+
+
+@pytest.fixture(scope="session")
+def settings(data_dir: Path, weed: WeedServer) -> Settings:
+    """Settings for the suite: private Redis DB, PostgreSQL database, S3 server and bucket."""
     try:
         database_url = ensure_pg_database(PG_DATABASE)
     except psycopg.OperationalError as exc:
         _unavailable("PostgreSQL", exc)
     return Settings.from_env({}).with_overrides(
+        s3_endpoint=weed.endpoint,
+        s3_embedded=False,
         data_dir=data_dir,
         database_url=database_url,
         redis_url=f"redis://127.0.0.1:6379/{REDIS_DB}",
@@ -76,11 +86,11 @@ def settings(data_dir: Path) -> Settings:
 
 
 @pytest.fixture(scope="session")
-def s3_server(settings: Settings) -> Iterator[EmbeddedS3]:
-    """The embedded SeaweedFS, started for the session if nothing answers on its port."""
-    server = ensure_running(settings.with_overrides(data_dir=ROOT / "var" / "test-s3"))
-    yield server
-    server.stop()
+def s3_server(settings: Settings, weed: WeedServer) -> Iterator[WeedServer]:
+    """The session's SeaweedFS, up until the session ends."""
+    weed.start(lambda: ObjectStore(settings).ping())
+    yield weed
+    weed.stop()
 
 
 @pytest.fixture
@@ -126,5 +136,5 @@ def db(database: Database) -> Iterator[Database]:
 
 
 @pytest.fixture
-def object_store(settings: Settings, s3_server: EmbeddedS3) -> ObjectStore:
+def object_store(settings: Settings, s3_server: WeedServer) -> ObjectStore:
     return ObjectStore(settings)

@@ -20,12 +20,12 @@ from orchestrator.engine import coordinator, events
 from orchestrator.ops.supervisor import WorkerFleet, start_fleet
 from orchestrator.runtime import Runtime
 from orchestrator.settings import Settings
-from orchestrator.storage.embedded import EmbeddedS3
 from tests.conftest import ROOT
+from tests.services import WeedServer
 
 
 @pytest.fixture(scope="session")
-def e2e_settings(settings: Settings, s3_server: EmbeddedS3) -> Settings:
+def e2e_settings(settings: Settings, s3_server: WeedServer) -> Settings:
     return settings.with_overrides(templates_dir=ROOT / "tests" / "templates", s3_embedded=False)
 
 

@@ -34,8 +34,8 @@ from orchestrator.engine import coordinator, events
 from orchestrator.engine.run_state import RunState
 from orchestrator.runtime import Runtime
 from orchestrator.settings import Settings
-from orchestrator.storage.embedded import EmbeddedS3
 from tests.conftest import ROOT
+from tests.services import WeedServer
 
 HERE = Path(__file__).resolve().parent
 #: Threads of the embedded worker: enough for a fan-out and a coordinator task side by side.
@@ -157,7 +157,7 @@ class Engine:
 
 
 @pytest.fixture(scope="package")
-def engine(settings: Settings, database: Database, s3_server: EmbeddedS3) -> Iterator[Engine]:
+def engine(settings: Settings, database: Database, s3_server: WeedServer) -> Iterator[Engine]:
     """The embedded worker, started once for the tier, on the suite's private services."""
     ours = settings.with_overrides(
         s3_embedded=False,  # the session's SeaweedFS (s3_server) is already up
