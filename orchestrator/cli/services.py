@@ -45,16 +45,28 @@ def worker(settings: Settings, worker_type: str, concurrency: int | None, loglev
 
 @click.command()
 @click.option("--loglevel", "-l", default="INFO")
+@click.option("--check", is_flag=True, help="exit 1 unless a running beat ticked lately")
 @click.pass_obj
-def beat(settings: Settings, loglevel: str) -> None:
+def beat(settings: Settings, loglevel: str, check: bool) -> None:
     """Run Celery beat with the schedule of beat_schedule.py."""
+    from orchestrator.ops.beat_health import MAX_AGE_S, heartbeat_age
+
+    schedule = settings.data_dir / "celerybeat-schedule"
+    if check:  # the healthcheck of compose's beat service
+        age = heartbeat_age(schedule)
+        if age is None or age > MAX_AGE_S:
+            last = "never" if age is None else f"{age:.0f} s ago"
+            raise click.ClickException(f"beat is not ticking (last tick: {last})")
+        click.echo(f"beat ticked {age:.0f} s ago")
+        return
     from orchestrator.celery_app import create_celery_app
     from orchestrator.ops.health import require
 
     require(settings, ("redis", "broker"))
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     app = create_celery_app(settings)
-    app.Beat(loglevel=loglevel, schedule=str(settings.data_dir / "celerybeat-schedule")).run()
+    scheduler = "orchestrator.ops.beat_health:HeartbeatScheduler"
+    app.Beat(loglevel=loglevel, schedule=str(schedule), scheduler=scheduler).run()
 
 
 @click.command()
@@ -73,7 +85,12 @@ def workers(settings: Settings, concurrency: int, beat: bool) -> None:
 
     from orchestrator.celery_app import create_celery_app
     from orchestrator.ops.health import require
-    from orchestrator.ops.supervisor import deployed_queues, start_fleet, start_worker
+    from orchestrator.ops.supervisor import (
+        Restarter,
+        deployed_queues,
+        start_fleet,
+        start_worker,
+    )
     from orchestrator.sdk import load_worker_modules
     from orchestrator.storage.embedded import ensure_running
 
@@ -85,24 +102,22 @@ def workers(settings: Settings, concurrency: int, beat: bool) -> None:
     fleet = start_fleet(settings, app, queues=queues, concurrency=concurrency, beat=beat)
     click.echo(f"workers up: {', '.join(fleet.processes)} (logs in {fleet.log_dir}); Ctrl-C stops")
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM stops like Ctrl-C
+
+    def restart(queue: str) -> None:
+        coordinating = queue == "coordinator"
+        concurrent = 2 if coordinating else concurrency
+        start_worker(fleet, settings, queue, concurrency=concurrent, beat=beat and coordinating)
+
+    # A worker that dies comes back, as compose's restart policy would do; one that keeps
+    # crashing comes back after 1, 2, 4 ... 60 s (CrashBackoff), not every second forever.
+    restarter = Restarter(
+        fleet, restart, started_at=dict.fromkeys(fleet.processes, time.monotonic())
+    )
     try:
-        while True:  # a worker that dies comes back, as compose's restart policy would do
+        while True:
             time.sleep(1)
-            for queue, process in list(fleet.processes.items()):
-                if process.poll() is not None:
-                    click.secho(
-                        f"worker {queue} exited with {process.returncode}; restarting it",
-                        fg="yellow",
-                        err=True,
-                    )
-                    coordinating = queue == "coordinator"
-                    start_worker(
-                        fleet,
-                        settings,
-                        queue,
-                        concurrency=2 if coordinating else concurrency,
-                        beat=beat and coordinating,
-                    )
+            for line in restarter.step(time.monotonic()):
+                click.secho(line, fg="yellow", err=True)
     except KeyboardInterrupt:
         pass
     finally:

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -189,3 +190,58 @@ def start_api(settings: Settings, port: int, *, timeout_s: float = 60.0) -> subp
             time.sleep(0.2)
     process.terminate()
     raise DependencyUnavailable(f"the API did not start in {timeout_s:.0f} s; see {log_path}")
+
+
+@dataclass
+class CrashBackoff:
+    """How long to wait before bringing back a worker that exited: exponential in the crashes
+    in a row (``base_s``, doubled each time, capped at ``cap_s``), as Docker's restart policy;
+    a worker that had stayed up ``stable_s`` starts over at ``base_s``."""
+
+    base_s: float = 1.0
+    cap_s: float = 60.0
+    stable_s: float = 60.0
+    crashes: dict[str, int] = field(default_factory=dict)
+
+    def delay(self, queue: str, uptime_s: float) -> float:
+        """Record an exit of ``queue`` after ``uptime_s``; return the wait before its restart."""
+        if uptime_s >= self.stable_s:
+            self.crashes[queue] = 0
+        self.crashes[queue] = self.crashes.get(queue, 0) + 1
+        return min(self.cap_s, self.base_s * 2 ** (self.crashes[queue] - 1))
+
+
+@dataclass
+class Restarter:
+    """Brings back the fleet's workers that exit, after a ``CrashBackoff`` delay, and says so.
+
+    ``step(now)`` is called from the supervising loop (``orchestrator workers``) with the
+    monotonic time; it returns one line per exit noticed and per restart done."""
+
+    fleet: WorkerFleet
+    restart: Callable[[str], None]
+    backoff: CrashBackoff = field(default_factory=CrashBackoff)
+    started_at: dict[str, float] = field(default_factory=dict)
+    due: dict[str, float] = field(default_factory=dict)
+
+    def step(self, now: float) -> list[str]:
+        lines: list[str] = []
+        for queue, process in list(self.fleet.processes.items()):
+            if queue in self.due or process.poll() is None:
+                continue
+            uptime = now - self.started_at.setdefault(queue, now)
+            wait = self.backoff.delay(queue, uptime)
+            self.due[queue] = now + wait
+            crashes = self.backoff.crashes[queue]
+            lines.append(
+                f"worker {queue} exited with {process.returncode} after {uptime:.0f} s; "
+                f"restarting it in {wait:.0f} s"
+                + (f" (crash {crashes} in a row, backing off)" if crashes > 1 else "")
+            )
+        for queue, at in sorted(self.due.items()):
+            if now >= at:
+                del self.due[queue]
+                self.restart(queue)
+                self.started_at[queue] = now
+                lines.append(f"worker {queue} restarted")
+        return lines

@@ -175,3 +175,59 @@ def test_a_production_app_knows_no_test_worker_types() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 0, result.stderr
+
+
+def _dockerfile() -> list[tuple[str, str]]:
+    """(instruction, arguments) of the Dockerfile, continuation lines joined."""
+    joined = (ROOT / "Dockerfile").read_text().replace("\\\n", " ")
+    lines = [line.strip() for line in joined.splitlines()]
+    return [
+        (line.split(None, 1)[0].upper(), line.split(None, 1)[1])
+        for line in lines
+        if line and not line.startswith("#")
+    ]
+
+
+def test_the_dockerfile_copies_what_exists_and_runs_unprivileged_with_a_healthcheck() -> None:
+    import fnmatch
+
+    instructions = _dockerfile()
+    ignored = [
+        p.strip()
+        for p in (ROOT / ".dockerignore").read_text().splitlines()
+        if p.strip() and not p.startswith("#")
+    ]
+    copied = 0
+    for instruction, args in instructions:
+        if instruction in {"COPY", "ADD"}:
+            *sources, _dest = (a for a in args.split() if not a.startswith("--"))
+            for source in sources:
+                assert (ROOT / source).exists(), f"COPY {source}: no such file in the context"
+                assert not any(fnmatch.fnmatch(source, p) for p in ignored), source
+                copied += 1
+    assert copied >= 5
+    (base,) = [a for i, a in instructions if i == "FROM"]
+    assert ":" in base and not base.endswith(":latest"), base
+    users = [a for i, a in instructions if i == "USER"]
+    assert users and users[-1].split(":")[0] not in {"root", "0"}, users
+    assert any(i == "HEALTHCHECK" for i, _ in instructions)
+    assert {".git", ".venv", "var", "tests"} <= set(ignored)
+
+
+def test_compose_pins_images_checks_beat_and_locks_flower() -> None:
+    compose = yaml.safe_load((ROOT / "compose.yaml").read_text())
+    services = compose["services"]
+    for name, service in services.items():
+        image = service.get("image", "")
+        _, _, tag = image.rpartition(":")
+        assert image and tag and "/" not in tag and tag != "latest", f"{name}: {image!r}"
+    assert "healthcheck" in services["beat"]
+    beat_check = services["beat"]["healthcheck"]["test"]
+    assert beat_check[1:] == ["orchestrator", "beat", "--check"], beat_check
+    flower = services["flower"]
+    # Flower reads FLOWER_<OPTION> variables; compose refuses to start without a value.
+    assert flower["environment"]["FLOWER_BASIC_AUTH"].startswith("${FLOWER_BASIC_AUTH:?")
+    from flower.options import options
+
+    assert "basic-auth" in options._options  # what FLOWER_BASIC_AUTH sets
+    assert "5555:5555" in flower["ports"][0]
