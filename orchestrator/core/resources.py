@@ -7,7 +7,7 @@ the only I/O, in ``load_resources``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -40,12 +40,36 @@ class ResourceLimit(_Strict):
         return self
 
 
+#: A count of workers (slots, pool processes) in resources.yaml.
+Count = Annotated[int, Field(ge=0, le=10_000)]
+
+
 class WorkerCapacity(_Strict):
     default_max_concurrent: int = Field(default=4, ge=0, le=10_000)
-    max_concurrent: dict[str, int] = Field(default_factory=dict)
+    max_concurrent: dict[str, Count] = Field(default_factory=dict)
+    #: Autoscaling bounds per worker type (``GET /scaling``, ``orchestrator workers
+    #: --autoscale``): never fewer than ``min``, never more than ``max`` (default: its slots).
+    default_min_workers: Count = 1
+    min_workers: dict[str, Count] = Field(default_factory=dict)
+    max_workers: dict[str, Count] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _min_below_max(self) -> WorkerCapacity:
+        for worker in sorted(set(self.min_workers) | set(self.max_workers)):
+            low, high = self.bounds_for(worker)
+            if low > high:
+                raise ValueError(f"min_workers of {worker} ({low}) exceeds its max ({high})")
+        return self
 
     def max_for(self, worker_type: str) -> int:
         return self.max_concurrent.get(worker_type, self.default_max_concurrent)
+
+    def bounds_for(self, worker_type: str) -> tuple[int, int]:
+        """(min, max) workers of the type; max defaults to its capacity slots, and min is
+        never above a max that is only a default."""
+        high = self.max_workers.get(worker_type, self.max_for(worker_type))
+        low = self.min_workers.get(worker_type, min(self.default_min_workers, high))
+        return low, high
 
 
 class StorageLimits(_Strict):

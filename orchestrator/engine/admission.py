@@ -22,12 +22,13 @@ from orchestrator.constants import REDIS_PREFIX, AdmissionDecision, Priority
 from orchestrator.core import quota
 from orchestrator.core.quota import RunNeeds
 from orchestrator.core.resources import ResourcePool
+from orchestrator.core.scaling import BUCKET_MS, KEEP_BUCKETS
 
 #: Priority band of the pending queue's score (``reserve.lua``: band * 10**13 + arrival ms).
 PRIORITY_RANK = {Priority.HIGH: 0, Priority.NORMAL: 1, Priority.LOW: 2}
 #: A resource's quota state in Redis: seven little-endian doubles (see common.lua).
 STATE = struct.Struct("<7d")
-SCRIPTS = ("release", "admit", "renew", "settle", "slot", "rate", "cooldown", "seed")
+SCRIPTS = ("release", "admit", "renew", "settle", "slot", "free", "rate", "cooldown", "seed")
 #: Sorted set of runs admitted and not launched yet (score: when), written by the scripts.
 ADMITTED_KEY = "admitted"
 
@@ -238,7 +239,15 @@ class Admission:
         return bool(self._scripts["slot"](args=args))
 
     def release_slot(self, worker_type: str, holder: str, *, client: Any = None) -> list[str]:
-        (client or self.redis).zrem(f"{self.prefix}slots:{worker_type}", holder)
+        """Free a slot and count its busy time (``free.lua``); with ``client`` (a pipeline)
+        the calls are only queued on it: a plain ZREM first, so a Redis that lost the script
+        (the pipeline then raises NoScriptError) still frees the slot."""
+        args: list[Any] = [self.prefix, worker_type, holder, BUCKET_MS, KEEP_BUCKETS]
+        if client is not None:
+            client.zrem(f"{self.prefix}slots:{worker_type}", holder)
+            client.execute_command("EVALSHA", self._scripts["free"].sha, 0, *args)
+        else:
+            self._scripts["free"](args=args)
         return []
 
     # -- rates and cooldowns -------------------------------------------------------------

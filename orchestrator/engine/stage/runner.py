@@ -288,7 +288,10 @@ class _Stage:
         self.state.record(
             self.execution_id, self.stage_id, self.record, event=done, packet=packet, pipe=pipe
         )
-        pipe.execute()
+        try:
+            pipe.execute()
+        except NoScriptError:  # the slot is free (plain ZREM); load free.lua, count busy time
+            self.runtime.admission.release_slot(self.spec["worker"], self.holder)
         return Outcome(packet)
 
     def _cache_owner(self) -> list[str | None]:
