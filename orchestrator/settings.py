@@ -82,6 +82,13 @@ class Settings:
     corpus_port: int = 8765
     #: Largest request body the API accepts.
     max_request_bytes: int = 1_000_000
+    #: ``text`` (Celery's default lines) or ``json`` (one object per line, with the stage bound).
+    log_format: str = "text"
+    #: prometheus_client's multiprocess directory (``PROMETHEUS_MULTIPROC_DIR``): every process
+    #: writes its metrics there and a scrape sums them; None: one registry per process.
+    metrics_dir: Path | None = None
+    #: A worker process serves the summed metrics on this port (0: none; the API always does).
+    metrics_port: int = 0
     extra: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -128,7 +135,10 @@ class Settings:
             "ORCH_ALLOW_PRIVATE_URLS": str(self.allow_private_urls).lower(),
             "ORCH_CORPUS_PORT": str(self.corpus_port),
             "ORCH_LLM_MODEL": self.llm_model,
+            "ORCH_LOG_FORMAT": self.log_format,
         }
+        if self.metrics_dir is not None:
+            env["PROMETHEUS_MULTIPROC_DIR"] = str(self.metrics_dir)
         if not self.s3_embedded:
             env["ORCH_S3_ENDPOINT"] = self.s3_endpoint
         if self.llm_base_url:
@@ -202,6 +212,12 @@ def _file(variable: str, value: str) -> Path:
     return Path(value)
 
 
+def _log_format(variable: str, value: str) -> str:
+    if value.lower() not in {"text", "json"}:
+        raise ConfigError(variable, f"expected text or json, got {value!r}")
+    return value.lower()
+
+
 def _modules(variable: str, value: str) -> tuple[str, ...]:
     return tuple(m.strip() for m in value.split(",") if m.strip())
 
@@ -226,4 +242,8 @@ _VARIABLES: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "ORCH_RESOURCES_FILE": ("resources_file", _file),
     "ORCH_WORKER_MODULES": ("worker_modules", _modules),
     "ORCH_OUTPUT_TTL_S": ("output_ttl_s", _positive_int),
+    "ORCH_LOG_FORMAT": ("log_format", _log_format),
+    "ORCH_METRICS_PORT": ("metrics_port", _port),
+    # prometheus_client reads this one itself, before any metric exists; named as it documents.
+    "PROMETHEUS_MULTIPROC_DIR": ("metrics_dir", _directory),
 }
