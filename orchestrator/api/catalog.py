@@ -15,6 +15,7 @@ from orchestrator.api.models import (
     AccuracyQuery,
     HeartbeatBody,
     OkOut,
+    ScalingOut,
     TemplateBody,
     TemplateOut,
     TemplatePath,
@@ -26,6 +27,7 @@ from orchestrator.api.models import (
 from orchestrator.auth import Scope
 from orchestrator.core.templates import parse_template
 from orchestrator.db import WorkerRegistry
+from orchestrator.engine import scaling
 from orchestrator.engine.estimates import accuracy
 from orchestrator.errors import Forbidden, NotFound, ValidationFailed
 from orchestrator.runtime import Runtime
@@ -121,7 +123,18 @@ def resources() -> dict[str, Any]:
             "limit_bytes": rt.pool.storage.redis_bytes,
         },
     }
+    snapshot["utilization"] = {
+        worker: figures["utilization"] for worker, figures in scaling.utilization(rt).items()
+    }
     return snapshot
+
+
+@api.get("/scaling", responses={200: ScalingOut})
+def scaling_report() -> dict[str, Any]:
+    """Per worker type: utilization, the arrival forecast, the backlog and the workers the
+    next horizon needs, within resources.yaml's min/max and what the quotas can feed."""
+    g.principal.require(Scope.MONITOR)
+    return scaling.report(runtime())
 
 
 def _refuse_builtin(worker_name: str, row: WorkerRegistry | None) -> None:

@@ -2,22 +2,27 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from sqlalchemy import func, select
 
 from orchestrator.db import PipelineExecution
+from orchestrator.engine import scaling
 from orchestrator.engine.estimates import accuracy
+from orchestrator.engine.metrics import exposition_registry, multiprocess_mode
 
 if TYPE_CHECKING:
     from flask import Request, Response
 
     from orchestrator.api.stream_hub import StreamHub
     from orchestrator.runtime import Runtime
+
+log = logging.getLogger(__name__)
 
 
 class PoolCollector:
@@ -81,6 +86,27 @@ class PoolCollector:
             "orchestrator_sse_subscribers", "Open progress streams", value=self.hub.subscribers()
         )
         yield from self._accuracy()
+        yield from self._scaling()
+
+    def _scaling(self) -> Iterator[Any]:
+        """Utilization per worker type and window, and the workers the forecast asks for
+        (what KEDA scales on: deploy/keda/scaledobject.yaml)."""
+        ratio = GaugeMetricFamily(
+            "orchestrator_worker_utilization_ratio",
+            "Busy slot-seconds over available slot-seconds",
+            labels=["worker_type", "window"],
+        )
+        desired = GaugeMetricFamily(
+            "orchestrator_desired_workers",
+            "Workers the forecast and backlog ask for, within min/max and quotas",
+            labels=["worker_type"],
+        )
+        for worker, figures in scaling.report(self.runtime)["worker_types"].items():
+            for window, value in figures["utilization"].items():
+                if value is not None:
+                    ratio.add_metric([worker, window], value)
+            desired.add_metric([worker], figures["desired_workers"])
+        yield from (ratio, desired)
 
     def _accuracy(self) -> Iterator[Any]:
         """How good the estimates of the last 100 runs were, per template (the feedback loop
@@ -105,24 +131,49 @@ class PoolCollector:
         yield from gauges.values()
 
 
+class GuardedCollector:
+    """A scrape during an outage (Redis, the database) answers with what it has, not a 500:
+    the families read before the failure, and ``orchestrator_scrape_error`` set to 1."""
+
+    def __init__(self, collector: PoolCollector) -> None:
+        self.collector = collector
+
+    def collect(self) -> Iterator[Any]:
+        failed = 0
+        try:
+            yield from self.collector.collect()
+        except Exception as error:  # an unreachable dependency: log it, serve the rest
+            log.warning("metrics scrape incomplete: %s: %s", type(error).__name__, error)
+            failed = 1
+        yield GaugeMetricFamily(
+            "orchestrator_scrape_error", "1 when a dependency failed during this scrape", failed
+        )
+
+
 class ApiMetrics:
-    """One registry per app, so several apps (tests) never collide."""
+    """One page per app (several apps in tests never collide): this process's HTTP metrics,
+    every process's stage and HTTP metrics summed from ``PROMETHEUS_MULTIPROC_DIR`` when set
+    (``orchestrator.engine.metrics``), and the pool read at scrape time."""
 
     def __init__(self, runtime: Runtime, hub: StreamHub) -> None:
-        self.registry = CollectorRegistry()
+        self.registry = exposition_registry(runtime.settings.metrics_dir)
+        # In multiprocess mode this process's counts are in the directory the registry sums:
+        # registering them as well would count them twice.
+        summed = multiprocess_mode() and runtime.settings.metrics_dir is not None
+        own = None if summed else self.registry
         self.requests = Counter(
             "orchestrator_http_requests",
             "HTTP requests",
             ["endpoint", "method", "status"],
-            registry=self.registry,
+            registry=own,
         )
         self.latency = Histogram(
-            "orchestrator_http_request_seconds",
-            "HTTP latency",
+            "orchestrator_http_request_duration_seconds",
+            "HTTP request latency",
             ["endpoint"],
-            registry=self.registry,
+            registry=own,
         )
-        self.registry.register(PoolCollector(runtime, hub))
+        self.registry.register(GuardedCollector(PoolCollector(runtime, hub)))
 
     def observe(self, request: Request, response: Response, started: float | None) -> None:
         endpoint = request.endpoint or "unknown"

@@ -77,6 +77,38 @@ class AccuracyOut(BaseModel):
     stages: dict[str, Any]
 
 
+class ForecastOut(BaseModel):
+    arrivals_per_minute: float
+    method: str
+    history_minutes: int
+
+
+class BacklogOut(BaseModel):
+    stages: int
+    work_s: float
+
+
+class WorkerScalingOut(BaseModel):
+    capacity: int
+    active: int
+    #: Busy slot-time over available slot-time per window ("1m", "15m", "1h").
+    utilization: dict[str, float | None]
+    forecast: ForecastOut
+    service_s: float
+    backlog: BacklogOut
+    min_workers: int
+    max_workers: int
+    quota_cap: int | None
+    desired_workers: int
+    demanded_workers: int
+    reason: str
+
+
+class ScalingOut(BaseModel):
+    horizon_s: float
+    worker_types: dict[str, WorkerScalingOut]
+
+
 class ExecuteBody(_Body):
     request_id: str = Field(min_length=1, max_length=200)
     template_name: str = Field(min_length=1, max_length=200)

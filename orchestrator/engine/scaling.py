@@ -68,7 +68,7 @@ def utilization(runtime: Runtime, workers: list[str] | None = None) -> dict[str,
         for label, window in scaling.WINDOWS.items():
             spent = scaling.busy_ms(busy, since, now_ms=now, window_ms=window)
             ratio = scaling.utilization(spent, capacity, window)
-            windows[label] = None if ratio is None else round(ratio, 4)
+            windows[label] = None if ratio is None else round(ratio, 6)
         out[worker] = {"capacity": capacity, "active": len(live), "utilization": windows}
     return out
 
