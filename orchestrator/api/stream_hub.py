@@ -12,17 +12,20 @@ import json
 import logging
 import queue
 import threading
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
 import redis
 
+from orchestrator.constants import REDIS_PREFIX
 from orchestrator.engine.events import FINAL, stream_key
 
 log = logging.getLogger(__name__)
 
-#: How long one XREAD blocks: also the longest a new subscriber waits for its first event.
-BLOCK_MS = 200
+#: How long one XREAD blocks when nothing happens (under redis-py's 5 s socket timeout). A new
+#: subscriber does not wait for it: it wakes the read through the hub's wake-up stream.
+BLOCK_MS = 2000
 #: The hub's connection name in CLIENT LIST, so operators (and bench_sse) can count it.
 CLIENT_NAME = "orchestrator-sse-hub"
 
@@ -60,18 +63,37 @@ class StreamHub:
         self._subs: dict[str, set[Subscription]] = {}
         self._thread: threading.Thread | None = None
         self.client: redis.Redis | None = None
+        #: A stream of this hub's own that every XREAD also watches: a new subscriber writes
+        #: to it, so the blocked read returns at once and the next one includes its run.
+        self._wake_key = f"{REDIS_PREFIX}sse:wake:{uuid.uuid4().hex}"
+        self._waker: redis.Redis | None = None
 
     def subscribe(self, execution_id: str, last_event_id: str | None = None) -> Subscription:
         sub = Subscription(execution_id, last_event_id or "0-0")
         with self._lock:
+            watched = execution_id in self._subs
             self._subs.setdefault(execution_id, set()).add(sub)
             if self._thread is None:
                 self.client = redis.Redis.from_url(
                     self._url, single_connection_client=True, client_name=CLIENT_NAME
                 )
+                self._waker = redis.Redis.from_url(self._url)
                 self._thread = threading.Thread(target=self._loop, name="sse-hub", daemon=True)
                 self._thread.start()
+        if not watched:
+            self._wake()
         return sub
+
+    def _wake(self) -> None:
+        """Make the hub's blocked XREAD return now, so it reads the new run's stream too."""
+        assert self._waker is not None
+        try:
+            pipe = self._waker.pipeline(transaction=False)
+            pipe.xadd(self._wake_key, {"w": "1"}, maxlen=1, approximate=False)
+            pipe.expire(self._wake_key, 3600)
+            pipe.execute()
+        except redis.RedisError as exc:  # the hub's own read reports the outage
+            log.debug("SSE hub wake-up failed: %s", exc)
 
     def unsubscribe(self, sub: Subscription) -> None:
         with self._lock:
@@ -87,15 +109,14 @@ class StreamHub:
 
     def _loop(self) -> None:
         assert self.client is not None
+        woken = "$"  # only wake-ups written from now on
         while True:
             with self._lock:
                 cursors: dict[Any, Any] = {
                     stream_key(eid): min(subs, key=lambda s: s.position).cursor
                     for eid, subs in self._subs.items()
                 }
-            if not cursors:
-                threading.Event().wait(BLOCK_MS / 1000)
-                continue
+            cursors[self._wake_key] = woken
             try:
                 response: Any = self.client.xread(cursors, block=BLOCK_MS, count=1000)
             except redis.RedisError as exc:
@@ -104,6 +125,10 @@ class StreamHub:
                 continue
             for raw_key, entries in response or []:
                 key = raw_key.decode() if isinstance(raw_key, bytes) else raw_key
+                if key == self._wake_key:
+                    last = entries[-1][0]
+                    woken = last.decode() if isinstance(last, bytes) else last
+                    continue
                 self._deliver(key.rsplit(":", 1)[1], entries, cursors[key])
 
     def _deliver(self, execution_id: str, entries: list[Any], read_from: str) -> None:

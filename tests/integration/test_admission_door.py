@@ -36,8 +36,13 @@ workers:
 def runtime(settings: Settings, db: Database, redis_client: redis.Redis, tmp_path: Path) -> Runtime:
     pool = tmp_path / "resources.yaml"
     pool.write_text(POOL)
+    # A broker no worker reads: every run submitted here stays pending, whatever else runs.
     runtime = Runtime(
-        settings.with_overrides(resources_file=pool, templates_dir=ROOT / "tests" / "templates")
+        settings.with_overrides(
+            resources_file=pool,
+            templates_dir=ROOT / "tests" / "templates",
+            broker_url="memory://",
+        )
     )
     template_registry.sync_directory(
         runtime.db, runtime.settings.templates_dir, template_registry.known_workers(runtime)
@@ -73,7 +78,7 @@ def test_a_run_over_what_is_left_today_is_429_until_tomorrow(runtime: Runtime) -
 
 
 def test_a_client_with_too_many_runs_waiting_is_429(runtime: Runtime) -> None:
-    for n in range(3):  # nothing consumes the start messages: all three stay pending
+    for n in range(3):
         coordinator.submit(runtime, "linear5", {"start": n}, client_id="acme")
     with pytest.raises(ResourceExhausted, match="'acme' already has 3 runs waiting") as refused:
         coordinator.submit(runtime, "linear5", {}, client_id="acme")
