@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from orchestrator.settings import Settings
@@ -77,8 +79,14 @@ def beat(settings: Settings, loglevel: str, check: bool) -> None:
     help="run the beat schedule (reconciler, worker health) in the coordinator's process; "
     "--no-beat when `orchestrator beat` runs elsewhere",
 )
+@click.option(
+    "--autoscale",
+    is_flag=True,
+    help="resize each worker type's pool to GET /scaling's desired workers (pool_grow / "
+    "pool_shrink), within resources.yaml's min_workers / max_workers",
+)
 @click.pass_obj
-def workers(settings: Settings, concurrency: int, beat: bool) -> None:
+def workers(settings: Settings, concurrency: int, beat: bool, autoscale: bool) -> None:
     """Run the coordinator and one worker process per worker type until Ctrl-C."""
     import signal
     import time
@@ -107,22 +115,44 @@ def workers(settings: Settings, concurrency: int, beat: bool) -> None:
         coordinating = queue == "coordinator"
         concurrent = 2 if coordinating else concurrency
         start_worker(fleet, settings, queue, concurrency=concurrent, beat=beat and coordinating)
+        if sizer is not None:
+            sizer.forget(queue, concurrent)
 
     # A worker that dies comes back, as compose's restart policy would do; one that keeps
     # crashing comes back after 1, 2, 4 ... 60 s (CrashBackoff), not every second forever.
     restarter = Restarter(
         fleet, restart, started_at=dict.fromkeys(fleet.processes, time.monotonic())
     )
+    sizer = _pool_sizer(settings, app, fleet, concurrency) if autoscale else None
     try:
         while True:
             time.sleep(1)
             for line in restarter.step(time.monotonic()):
                 click.secho(line, fg="yellow", err=True)
+            for line in sizer.tick() if sizer is not None and sizer.due() else []:
+                click.echo(line)
     except KeyboardInterrupt:
         pass
     finally:
         fleet.stop()
         store.stop()
+
+
+def _pool_sizer(settings: Settings, app: Any, fleet: Any, concurrency: int) -> Any:
+    """The autoscaler of ``workers --autoscale``: every worker type but the coordinator."""
+    from orchestrator.engine import scaling
+    from orchestrator.ops.autoscaler import PoolSizer
+    from orchestrator.runtime import Runtime
+
+    runtime = Runtime(settings, app)
+    named = zip(fleet.processes, fleet.node_names(), strict=True)
+    nodes = {queue: node for queue, node in named if queue != "coordinator"}
+    return PoolSizer(
+        app,
+        lambda: scaling.report(runtime, fresh=True)["worker_types"],
+        nodes,
+        dict.fromkeys(nodes, concurrency),
+    )
 
 
 COMMANDS = [migrate, worker, workers, beat]
