@@ -1,0 +1,96 @@
+"""The coordinator's admission cost as the number of waiting runs grows (10 ... 10,000).
+
+A resource of 1 unit per day is held by one run; N more runs wait for it in the priority
+queue. Measured, median of ``REPEATS`` calls each, on a private Redis DB (8):
+- ``reserve``: a new run that cannot fit asks and is queued (the door's decision);
+- ``release -> admit``: the holder releases and the queue's head is admitted (what a
+  finishing run pays, the admission decision of the waiting runs);
+- ``admit_pending``: a pass of the reconciler that finds nothing fits.
+Admission must grow no worse than log-linear in N. Writes bench/results/scale.txt.
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import redis
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from orchestrator.constants import Priority
+from orchestrator.core.resources import parse_resources
+from orchestrator.engine.admission import Admission, RunNeeds
+
+URL = "redis://127.0.0.1:6379/8"
+POOL = "resources: {seat: {daily_limit: 1, unit_price_usd: 0}}"
+SIZES = (10, 100, 1_000, 10_000)
+REPEATS = 200
+NEEDS = RunNeeds({"seat": 1})
+
+
+def _median_us(samples: list[float]) -> float:
+    return statistics.median(samples) * 1e6
+
+
+def measure(client: redis.Redis, waiting: int) -> dict[str, float]:
+    client.flushdb()
+    admission = Admission(client, parse_resources(POOL), lease_ttl_s=3600)
+    assert admission.reserve("holder", NEEDS, Priority.NORMAL).status == "admitted"
+    pipe = client.pipeline(transaction=False)
+    for i in range(waiting):  # fill the queue quickly, then check it through the real script
+        admission._reserve(args=[admission.prefix, f"w{i}", 1, "1", "seat", 1], client=pipe)
+    pipe.execute()
+    assert client.zcard(admission.prefix + "pending") == waiting
+    reserve, admit, scan = [], [], []
+    for n in range(REPEATS):
+        t = time.perf_counter()
+        decision = admission.reserve(f"new{n}", NEEDS, Priority.LOW)
+        reserve.append(time.perf_counter() - t)
+        assert decision.status != "admitted"
+        t = time.perf_counter()
+        nothing = admission.admit_pending()
+        scan.append(time.perf_counter() - t)
+        assert nothing == []
+    holder = "holder"
+    for _ in range(REPEATS):  # each release admits exactly the head, which then holds
+        t = time.perf_counter()
+        admitted = admission.release(holder)
+        admit.append(time.perf_counter() - t)
+        assert len(admitted) == 1
+        holder = admitted[0]
+        admission.launched(holder)
+    return {
+        "reserve (queued)": _median_us(reserve),
+        "release -> admit head": _median_us(admit),
+        "admit_pending (none fits)": _median_us(scan),
+    }
+
+
+def main() -> None:
+    client = redis.Redis.from_url(URL)
+    rows = {size: measure(client, size) for size in SIZES}
+    client.flushdb()
+    kinds = list(rows[SIZES[0]])
+    lines = [
+        "Admission decision time (median µs of %d calls) by runs waiting in the queue" % REPEATS,
+        "waiting".rjust(8) + "".join(k.rjust(28) for k in kinds),
+    ]
+    for size, figures in rows.items():
+        lines.append(str(size).rjust(8) + "".join(f"{figures[k]:28.1f}" for k in kinds))
+    first, last = rows[SIZES[0]], rows[SIZES[-1]]
+    growth = SIZES[-1] / SIZES[0]
+    lines.append(
+        f"from {SIZES[0]} to {SIZES[-1]} waiting ({growth:.0f}x): "
+        + ", ".join(f"{k} x{last[k] / first[k]:.2f}" for k in kinds)
+    )
+    text = "\n".join(lines) + "\n"
+    print(text, end="")
+    (ROOT / "bench" / "results" / "scale.txt").write_text(text)
+
+
+if __name__ == "__main__":
+    main()
