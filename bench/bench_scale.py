@@ -76,7 +76,7 @@ def main() -> None:
     client.flushdb()
     kinds = list(rows[SIZES[0]])
     lines = [
-        "Admission decision time (median µs of %d calls) by runs waiting in the queue" % REPEATS,
+        f"Admission decision time (median µs of {REPEATS} calls) by runs waiting in the queue",
         "waiting".rjust(8) + "".join(k.rjust(28) for k in kinds),
     ]
     for size, figures in rows.items():
