@@ -8,8 +8,11 @@ builds the app with its tasks and hands it to the engine's ``Runtime``.
 
 from __future__ import annotations
 
+from typing import Any
+
 from celery import Celery
 
+from orchestrator import logs
 from orchestrator.broker import MAX_STAGE_TIMEOUT_S, make_app
 from orchestrator.engine import tasks
 from orchestrator.sdk import load_worker_modules
@@ -24,7 +27,32 @@ def create_celery_app(settings: Settings) -> Celery:
     registry = load_worker_modules(settings.worker_modules)
     app = make_app(settings, registry)
     tasks.register(app, settings, registry)
+    logs.install(app, settings)
+    if settings.metrics_port:
+        _serve_metrics(app, settings)
     return app
+
+
+def _serve_metrics(app: Celery, settings: Settings) -> None:
+    """The worker's main process serves the summed metrics of its prefork children (and its
+    own) once the worker is ready: ``ORCH_METRICS_PORT``, ``PROMETHEUS_MULTIPROC_DIR``."""
+    import logging
+
+    from celery.signals import worker_ready
+
+    from orchestrator.engine.metrics import serve_worker_metrics
+
+    def serve(sender: Any = None, **_: Any) -> None:
+        if getattr(sender, "app", None) is not app:
+            return
+        try:
+            serve_worker_metrics(settings.metrics_port, settings.metrics_dir)
+        except OSError as error:  # another worker of this host has the port: it serves the dir
+            logging.getLogger(__name__).warning(
+                "metrics not served on port %s: %s", settings.metrics_port, error
+            )
+
+    worker_ready.connect(serve, weak=False)
 
 
 _app: Celery | None = None

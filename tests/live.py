@@ -26,7 +26,16 @@ from tests.services import WeedServer
 
 @pytest.fixture(scope="session")
 def e2e_settings(settings: Settings, s3_server: WeedServer) -> Settings:
-    return settings.with_overrides(templates_dir=ROOT / "tests" / "templates", s3_embedded=False)
+    """The live stack logs JSON and sums its processes' metrics in one directory, as compose
+    runs it (tests/e2e/test_observability.py reads both)."""
+    metrics_dir = settings.data_dir / "metrics"
+    metrics_dir.mkdir(exist_ok=True)
+    return settings.with_overrides(
+        templates_dir=ROOT / "tests" / "templates",
+        s3_embedded=False,
+        log_format="json",
+        metrics_dir=metrics_dir,
+    )
 
 
 @pytest.fixture(scope="session")

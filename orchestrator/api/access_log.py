@@ -39,7 +39,18 @@ def redact_url(text: str) -> str:
 
 
 class RedactingLogger(Logger):
-    """gunicorn's logger whose access-log atoms never hold a credential."""
+    """gunicorn's logger whose access-log atoms never hold a credential; its lines go out in
+    ``ORCH_LOG_FORMAT`` through the filters of ``orchestrator.logs``."""
+
+    def setup(self, cfg: Any) -> None:
+        from orchestrator import logs
+        from orchestrator.settings import Settings
+
+        super().setup(cfg)
+        settings = Settings.from_env()
+        for logger in (self.error_log, self.access_log):
+            for handler in logger.handlers:
+                logs.decorate(handler, settings)
 
     def atoms(self, resp: Any, req: Any, environ: dict[str, Any], request_time: Any) -> Any:
         atoms = super().atoms(resp, req, environ, request_time)

@@ -25,6 +25,7 @@ from orchestrator.core.retry import RetryPolicy, compute_backoff, retry_after_of
 from orchestrator.db import PipelineExecution
 from orchestrator.engine.events import Event, stage_event
 from orchestrator.engine.ledger import record_usage
+from orchestrator.engine.metrics import stage_metrics
 from orchestrator.engine.run_state import RunMeta, RunState, StageRecord, now_ms
 from orchestrator.engine.stage.leases import LeaseKeeper
 from orchestrator.engine.stage.sink import RunSink, remaining_ms
@@ -226,6 +227,8 @@ class _Stage:
     ) -> tuple[StageResult, DataRef]:
         """Inputs by reference in (checksums verified), the function, its output written."""
         inputs = {d: self.runtime.outputs.read(r) for d, r in refs.items()}
+        moved = stage_metrics().handshake_bytes
+        moved.labels(action.worker_type, "read").inc(sum(r.size_bytes for r in refs.values()))
         ctx = StageContext(
             execution_id=self.execution_id,
             stage_id=self.stage_id,
@@ -242,7 +245,9 @@ class _Stage:
         params = self.spec["params"]
         stem = f"outputs/{self.execution_id}/{self.stage_id}/{digest(params, input_sums)[:16]}"
         ttl = timedelta(seconds=self.runtime.settings.output_ttl_s)
-        return result, self.runtime.outputs.write(stem, result.output, ttl=ttl)
+        ref = self.runtime.outputs.write(stem, result.output, ttl=ttl)
+        moved.labels(action.worker_type, "written").inc(ref.size_bytes)
+        return result, ref
 
     def _completed(
         self,
@@ -281,6 +286,7 @@ class _Stage:
                 "proceed": result.proceed,
             }
         )
+        self._observe("completed", started)
         message = "done" if result.proceed else "done; continue: false stops what follows"
         pipe = self.runtime.redis.pipeline(transaction=False)
         self.runtime.admission.release_slot(self.spec["worker"], self.holder, client=pipe)
@@ -335,6 +341,7 @@ class _Stage:
             event=self.event(StageStatus.CACHED, "result cache hit: skipped, no cost"),
             packet=packet,
         )
+        stage_metrics().cache_hits.labels(self.spec["worker"], self.spec["action"]).inc()
         return Outcome(packet)
 
     def _settle(self, used: dict[str, float]) -> float:
@@ -351,6 +358,9 @@ class _Stage:
             if actual:
                 price = self.runtime.pool.price(resource)
                 cost += actual * price
+                metrics = stage_metrics()
+                metrics.units.labels(resource, self.spec["worker"]).inc(actual)
+                metrics.cost.labels(resource, self.spec["worker"]).inc(actual * price)
                 first = record_usage(
                     self.runtime.db,
                     execution_id=self.execution_id,
@@ -366,6 +376,11 @@ class _Stage:
             )
         return round(cost, 10)
 
+    def _observe(self, outcome: str, started: float) -> None:
+        """One attempt's duration by worker type, action and outcome (in-process, no I/O)."""
+        labels = (self.spec["worker"], self.spec["action"], outcome)
+        stage_metrics().duration.labels(*labels).observe(time.perf_counter() - started)
+
     def _failed(self, error: BaseException, started: float) -> Outcome:
         self.runtime.admission.release_slot(
             self.spec["worker"], f"{self.execution_id}:{self.stage_id}"
@@ -379,6 +394,8 @@ class _Stage:
         elapsed = int((time.perf_counter() - started) * 1000)
         if should_retry(policy, self.attempt, error):
             delay = compute_backoff(policy, self.attempt, retry_after_s=retry_after_of(error))
+            self._observe("retried", started)
+            stage_metrics().retries.labels(self.spec["worker"], self.spec["action"]).inc()
             self.record.update(
                 {
                     "status": StageStatus.RETRYING,
@@ -398,6 +415,7 @@ class _Stage:
                 ),
             )
             return Outcome(None, retry_in=delay)
+        self._observe("failed", started)
         log.warning("stage %s of %s failed: %s", self.stage_id, self.execution_id, message)
         self.state.set_meta(
             self.execution_id, status=LiveStatus.FAILING, error=f"{self.stage_id}: {message}"
