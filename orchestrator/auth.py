@@ -12,11 +12,12 @@ import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
+from typing import Any
 
 from sqlalchemy import select
 
 from orchestrator.db import ApiKey, Database
-from orchestrator.errors import Forbidden, Unauthorized, ValidationFailed
+from orchestrator.errors import Forbidden, NotFound, Unauthorized, ValidationFailed
 
 
 class Scope(StrEnum):
@@ -86,3 +87,39 @@ def authenticate(database: Database, header: str | None) -> Principal:
             raise Unauthorized("unknown or revoked API key")
         row.last_used_at = datetime.now(UTC)
         return Principal(row.key_id, Scope(row.scope), row.client_id)
+
+
+def list_keys(database: Database) -> list[dict[str, Any]]:
+    """Every key's id, scope, client, label and dates; never a secret or its hash."""
+    with database.session() as session:
+        rows = session.scalars(select(ApiKey).order_by(ApiKey.created_at)).all()
+        return [
+            {
+                "key_id": row.key_id,
+                "scope": row.scope,
+                "client_id": row.client_id,
+                "label": row.label,
+                "created_at": _iso(row.created_at),
+                "last_used_at": _iso(row.last_used_at),
+                "revoked_at": _iso(row.revoked_at),
+            }
+            for row in rows
+        ]
+
+
+def revoke_key(database: Database, key: str) -> str:
+    """Revoke a key, named by its id or by the key itself; returns its id. From now on it
+    authenticates nothing; revoking twice changes nothing."""
+    with database.session() as session:
+        row = session.get(ApiKey, key) or session.scalar(
+            select(ApiKey).where(ApiKey.key_hash == _hash(key))
+        )
+        if row is None:
+            raise NotFound(f"no API key {key[:24]!r}")
+        if row.revoked_at is None:
+            row.revoked_at = datetime.now(UTC)
+        return row.key_id
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment else None

@@ -8,6 +8,7 @@ import click
 from redis.exceptions import RedisError
 from sqlalchemy.exc import SQLAlchemyError
 
+from orchestrator import __version__
 from orchestrator.errors import OrchestratorError
 from orchestrator.settings import Settings
 
@@ -27,6 +28,7 @@ class OrchestratorGroup(click.Group):
 
 
 @click.group(cls=OrchestratorGroup)
+@click.version_option(__version__, "--version", "-V", prog_name="orchestrator")
 @click.pass_context
 def main(ctx: click.Context) -> None:
     """Orchestrator: pipelines of expensive stages on Celery, with quotas reserved up front."""

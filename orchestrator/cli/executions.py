@@ -1,7 +1,8 @@
-"""``orchestrator estimate | status | cancel | resume``: the API's verbs, from a shell.
+"""``orchestrator estimate | status | deliverables | cancel | resume``: the API's verbs.
 
 Locally they call the same library functions as the API's views, on the settings of this
-process; with ``--api URL --key KEY`` they call the API itself.
+process; with ``--api URL --key KEY`` (or ``ORCH_API_URL``) they go through
+``orchestrator.client``. ``--json`` prints what the API answers, the same either way.
 """
 
 from __future__ import annotations
@@ -13,7 +14,9 @@ from rich.console import Console
 from rich.table import Table
 
 from orchestrator import template_registry
-from orchestrator.cli.run import api_client, parse_params, print_summary, with_api_options
+from orchestrator.cli.remote import api_client, echo_json, json_option, with_api_options
+from orchestrator.cli.run import parse_params, print_summary
+from orchestrator.client import Client
 from orchestrator.settings import Settings
 
 
@@ -60,12 +63,14 @@ def print_estimate(console: Console, template: str, result: dict[str, Any]) -> N
 @click.command()
 @click.argument("template")
 @click.option("-p", "--param", "params", multiple=True, help="key=value (repeatable)")
+@json_option
 @with_api_options
 @click.pass_obj
 def estimate(
     settings: Settings,
     template: str,
     params: tuple[str, ...],
+    as_json: bool,
     api_url: str | None,
     api_key: str | None,
 ) -> None:
@@ -73,60 +78,51 @@ def estimate(
     parameters = parse_params(params)
     client = api_client(api_url, api_key)
     if client is not None:
-        body = {"template_name": template, "parameters": parameters}
-        result = client.call("POST", "/estimate", json=body)
+        result: dict[str, Any] = dict(client.estimate(template, parameters))
     else:
         from orchestrator.engine.estimates import estimate_run
 
         runtime = _runtime(settings)
         template_registry.sync_templates(runtime)
         result = estimate_run(runtime, template, parameters)
-    print_estimate(Console(), template, result)
-
-
-@click.command()
-@click.argument("execution_id", required=False)
-@click.option("--limit", default=20, show_default=True, help="how many recent executions")
-@with_api_options
-@click.pass_obj
-def status(
-    settings: Settings,
-    execution_id: str | None,
-    limit: int,
-    api_url: str | None,
-    api_key: str | None,
-) -> None:
-    """One execution's stages, cost and deliverables; without an id, the recent executions."""
-    console = Console()
-    client = api_client(api_url, api_key)
-    if client is not None:
-        if execution_id:
-            print_summary(
-                console,
-                client.call("GET", f"/executions/{execution_id}"),
-                client.call("GET", f"/executions/{execution_id}/deliverables")["deliverables"],
-            )
-            return
-        items = client.call("GET", "/executions", params={"limit": limit})["items"]
+    if as_json:
+        echo_json(result)
     else:
-        from orchestrator.cli.run import print_local_summary
-        from orchestrator.engine.execution_view import serialize
+        print_estimate(Console(), template, result)
 
-        runtime = _runtime(settings)
-        if execution_id:
-            print_local_summary(console, runtime, execution_id)
-            return
-        from sqlalchemy import select
 
-        from orchestrator.db import PipelineExecution
+def _recent(settings: Settings, limit: int) -> list[dict[str, Any]]:
+    """The newest executions from this process's database, as the API lists them."""
+    from sqlalchemy import select
 
-        with runtime.db.session() as session:
-            rows = session.scalars(
-                select(PipelineExecution).order_by(PipelineExecution.created_at.desc()).limit(limit)
-            ).all()
-            items = [serialize(row) for row in rows]
+    from orchestrator.db import PipelineExecution
+    from orchestrator.engine.execution_view import serialize
+
+    runtime = _runtime(settings)
+    with runtime.db.session() as session:
+        rows = session.scalars(
+            select(PipelineExecution).order_by(PipelineExecution.created_at.desc()).limit(limit)
+        ).all()
+        return [serialize(row) for row in rows]
+
+
+def _one(settings: Settings, client: Client | None, execution_id: str) -> tuple[Any, Any]:
+    """An execution and its deliverables, through the API or locally."""
+    if client is not None:
+        run = client.run(execution_id)
+        return run.status(), run.deliverables()
+    from orchestrator.engine.execution_view import deliverables, describe
+
+    runtime = _runtime(settings)
+    return describe(runtime, execution_id), deliverables(runtime, execution_id)
+
+
+def print_executions(items: list[dict[str, Any]]) -> None:
+    """The recent executions; an execution id is never cut, whatever the terminal's width."""
     table = Table(title="recent executions")
-    for column in ("execution", "template", "status", "created", "cost", "time"):
+    widest = max((len(item["execution_id"]) for item in items), default=10)
+    table.add_column("execution", no_wrap=True, min_width=widest)
+    for column in ("template", "status", "created", "cost", "time"):
         table.add_column(column)
     for item in items:
         table.add_row(
@@ -137,34 +133,95 @@ def status(
             f"${item['total_cost_usd'] or 0:.6f}",
             f"{item['total_time_ms'] or 0} ms",
         )
-    console.print(table)
+    Console().print(table)
+
+
+@click.command()
+@click.argument("execution_id", required=False)
+@click.option("--limit", default=20, show_default=True, help="how many recent executions")
+@json_option
+@with_api_options
+@click.pass_obj
+def status(
+    settings: Settings,
+    execution_id: str | None,
+    limit: int,
+    as_json: bool,
+    api_url: str | None,
+    api_key: str | None,
+) -> None:
+    """One execution's stages, cost and deliverables; without an id, the recent executions."""
+    client = api_client(api_url, api_key)
+    if execution_id:
+        execution, items = _one(settings, client, execution_id)
+        if as_json:
+            echo_json(execution)
+        else:
+            print_summary(Console(), execution, items)
+        return
+    if client is not None:
+        recent = [dict(item) for item in client.executions(limit=limit)["items"]]
+    else:
+        recent = _recent(settings, limit)
+    if as_json:
+        echo_json({"items": recent})
+    else:
+        print_executions(recent)
 
 
 @click.command()
 @click.argument("execution_id")
+@json_option
 @with_api_options
 @click.pass_obj
-def cancel(settings: Settings, execution_id: str, api_url: str | None, api_key: str | None) -> None:
+def deliverables(
+    settings: Settings, execution_id: str, as_json: bool, api_url: str | None, api_key: str | None
+) -> None:
+    """A run's deliverables with their time-limited download URLs (never folded)."""
+    _execution, items = _one(settings, api_client(api_url, api_key), execution_id)
+    if as_json:
+        echo_json({"execution_id": execution_id, "deliverables": items})
+        return
+    for item in items:
+        click.echo(f"{item['name']}\t{item['size_bytes']} bytes\t{item['url'] or '(expired)'}")
+
+
+@click.command()
+@click.argument("execution_id")
+@json_option
+@with_api_options
+@click.pass_obj
+def cancel(
+    settings: Settings, execution_id: str, as_json: bool, api_url: str | None, api_key: str | None
+) -> None:
     """Cancel a run: revoke what runs, release every reservation."""
     client = api_client(api_url, api_key)
     if client is not None:
-        result = client.call("POST", f"/executions/{execution_id}/cancel")["status"]
+        execution: dict[str, Any] = dict(client.run(execution_id).cancel())
     else:
         from orchestrator.engine import coordinator
+        from orchestrator.engine.execution_view import describe
 
-        result = coordinator.cancel(_runtime(settings), execution_id)
-    click.echo(f"{execution_id}: {result}")
+        runtime = _runtime(settings)
+        coordinator.cancel(runtime, execution_id)
+        execution = describe(runtime, execution_id)
+    if as_json:
+        echo_json(execution)
+    else:
+        click.echo(f"{execution_id}: {execution['status']}")
 
 
 @click.command()
 @click.argument("execution_id")
 @click.option("-p", "--param", "params", multiple=True, help="changed parameter key=value")
+@json_option
 @with_api_options
 @click.pass_obj
 def resume(
     settings: Settings,
     execution_id: str,
     params: tuple[str, ...],
+    as_json: bool,
     api_url: str | None,
     api_key: str | None,
 ) -> None:
@@ -173,13 +230,22 @@ def resume(
     if client is not None:
         if params:
             raise click.BadParameter("changed parameters need a local resume", param_hint="-p")
-        client.call("POST", f"/executions/{execution_id}/resume")
-        click.echo(f"{execution_id}: resumed")
-        return
-    from orchestrator.engine.recovery import resume as resume_execution
+        execution: dict[str, Any] = dict(client.run(execution_id).resume())
+        rerun = None
+    else:
+        from orchestrator.engine import coordinator
+        from orchestrator.engine.execution_view import serialize
+        from orchestrator.engine.recovery import resume as resume_execution
 
-    rerun = resume_execution(_runtime(settings), execution_id, parameters=parse_params(params))
-    click.echo(f"{execution_id}: resumed; rerunning {', '.join(rerun) or 'nothing'}")
+        runtime = _runtime(settings)
+        rerun = resume_execution(runtime, execution_id, parameters=parse_params(params))
+        execution = serialize(coordinator.load(runtime, execution_id))
+    if as_json:
+        echo_json(execution)
+    elif rerun is None:
+        click.echo(f"{execution_id}: resumed")
+    else:
+        click.echo(f"{execution_id}: resumed; rerunning {', '.join(rerun) or 'nothing'}")
 
 
 @click.group()
@@ -231,4 +297,4 @@ def refit(settings: Settings) -> None:
     click.echo(f"fitted {len(fitted.actions)} worker actions on the recent history")
 
 
-COMMANDS = [estimate, status, cancel, resume, estimates]
+COMMANDS = [estimate, status, deliverables, cancel, resume, estimates]

@@ -1,83 +1,70 @@
-"""The CLI as an HTTP client of a running API (``--api URL --key KEY``).
+"""The CLI through ``orchestrator.client``: ``--api URL --key KEY`` (or ``ORCH_API_URL`` and
+``ORCH_API_KEY``) makes a command talk to a running API instead of this process's services.
 
-Errors come back as the API's JSON error shape and leave as one ``ClickException`` line;
-progress is the API's Server-Sent Events stream, resumed with ``Last-Event-ID`` when the
-connection drops, so a follower never misses or repeats an event.
+The client raises typed ``OrchestratorError``s, which the command group prints as one line;
+the progress bars read the client's resumable event stream.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 import click
-import httpx
 
-#: Reconnects in a row without a new event before the follower gives up.
-MAX_RECONNECTS = 10
+from orchestrator.client import Client, Run, RunTimeout
 
+F = TypeVar("F", bound=Callable[..., Any])
 
-class ApiClient:
-    """A bearer-key session against one Orchestrator API."""
+api_options = [
+    click.option(
+        "--api",
+        "api_url",
+        envvar="ORCH_API_URL",
+        default=None,
+        help="an API to talk to (http://host:8000); default $ORCH_API_URL",
+    ),
+    click.option(
+        "--key",
+        "api_key",
+        envvar="ORCH_API_KEY",
+        default=None,
+        help="the client API key for --api; default $ORCH_API_KEY",
+    ),
+]
 
-    def __init__(self, url: str, key: str) -> None:
-        self.http = httpx.Client(
-            base_url=url.rstrip("/"),
-            headers={"Authorization": f"Bearer {key}"},
-            timeout=httpx.Timeout(30, read=60),
-        )
-
-    def call(self, method: str, path: str, **kwargs: Any) -> Any:
-        """One request; a 4xx/5xx becomes a one-line error with the API's code and message."""
-        try:
-            response = self.http.request(method, path, **kwargs)
-        except httpx.HTTPError as exc:
-            raise click.ClickException(f"API {self.http.base_url}: {exc}") from None
-        if response.status_code >= 400:
-            try:
-                error = response.json()["error"]
-                message = f"{error['code']}: {error['message']}"
-            except (ValueError, KeyError, TypeError):
-                message = response.text[:200]
-            raise click.ClickException(f"API {response.status_code} {message}")
-        return response.json()
-
-    def events(self, execution_id: str) -> Iterator[tuple[str, dict[str, Any]]]:
-        """The run's events until the final one, across reconnects."""
-        last_id: str | None = None
-        failures = 0
-        while True:
-            headers = {"Last-Event-ID": last_id} if last_id else {}
-            try:
-                with self.http.stream(
-                    "GET", f"/progress/{execution_id}", headers=headers, timeout=None
-                ) as response:
-                    if response.status_code >= 400:
-                        response.read()
-                        self.call("GET", f"/executions/{execution_id}")  # raises the error
-                    for event_id, event in parse_sse(response.iter_lines()):
-                        last_id, failures = event_id, 0
-                        yield event_id, event
-                        if event.get("type") == "final":
-                            return
-            except httpx.HTTPError as exc:
-                failures += 1
-                if failures > MAX_RECONNECTS:
-                    raise click.ClickException(f"lost the progress stream: {exc}") from None
-                time.sleep(min(5.0, 0.5 * failures))
+json_option = click.option(
+    "--json", "as_json", is_flag=True, help="print the API's JSON instead of tables"
+)
 
 
-def parse_sse(lines: Iterator[str]) -> Iterator[tuple[str, dict[str, Any]]]:
-    """``(id, data)`` of each SSE event; comments and ``retry:`` lines are skipped."""
-    event_id, data = "", list[str]()
-    for line in lines:
-        if not line:
-            if data:
-                yield event_id, json.loads("\n".join(data))
-            event_id, data = "", []
-        elif line.startswith("id:"):
-            event_id = line[3:].strip()
-        elif line.startswith("data:"):
-            data.append(line[5:].strip())
+def with_api_options(command: F) -> F:
+    """``--api URL --key KEY``: act through a running API instead of this process's config."""
+    for option in reversed(api_options):
+        command = option(command)
+    return command
+
+
+def api_client(api_url: str | None, api_key: str | None) -> Client | None:
+    """The client when an API is configured, else None (the command acts locally)."""
+    if not api_url:
+        return None
+    if not api_key:
+        raise click.BadParameter("--api needs --key (a client key)", param_hint="--key")
+    return Client(api_url, api_key)
+
+
+def event_pairs(run: Run, timeout: float | None = None) -> Iterator[tuple[str, dict[str, Any]]]:
+    """The run's events as ``(id, data)``, what the progress bars read, until ``timeout``."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    for event in run.events():
+        yield event.id, event.data
+        if deadline is not None and time.monotonic() > deadline and not event.final:
+            raise RunTimeout(f"{run.execution_id} still running after {timeout} s")
+
+
+def echo_json(value: Any) -> None:
+    """One JSON document on stdout: what the API answered, unchanged."""
+    click.echo(json.dumps(value, indent=2, default=str))

@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import json
-import uuid
-from typing import Any
+from typing import Any, cast
 
 import click
 from rich.console import Console
 from rich.table import Table
 
 from orchestrator import template_registry
+from orchestrator.cli.remote import (
+    api_client,
+    echo_json,
+    event_pairs,
+    json_option,
+    with_api_options,
+)
+from orchestrator.client.models import Priority as ClientPriority
 from orchestrator.constants import Priority
 from orchestrator.settings import Settings
 
@@ -72,35 +79,13 @@ def print_local_summary(console: Console, runtime: Any, execution_id: str) -> No
     print_summary(console, describe(runtime, execution_id), deliverables(runtime, execution_id))
 
 
-api_options = [
-    click.option("--api", "api_url", default=None, help="an API to talk to (http://host:8000)"),
-    click.option("--key", "api_key", default=None, help="the client API key for --api"),
-]
-
-
-def with_api_options(command: Any) -> Any:
-    """``--api URL --key KEY``: act through a running API instead of this process's config."""
-    for option in reversed(api_options):
-        command = option(command)
-    return command
-
-
-def api_client(api_url: str | None, api_key: str | None) -> Any:
-    if api_url is None:
-        return None
-    if not api_key:
-        raise click.BadParameter("--api needs --key (a client key)", param_hint="--key")
-    from orchestrator.cli.remote import ApiClient
-
-    return ApiClient(api_url, api_key)
-
-
 @click.command()
 @click.argument("template")
 @click.option("-p", "--param", "params", multiple=True, help="key=value (repeatable)")
 @click.option("--priority", type=click.Choice([p.value for p in Priority]), default="normal")
 @click.option("--request-id", default=None, help="idempotency key: the same id, the same run")
 @click.option("--timeout", default=3600.0, help="seconds to follow before giving up")
+@json_option
 @with_api_options
 @click.pass_obj
 def run(
@@ -110,33 +95,33 @@ def run(
     priority: str,
     request_id: str | None,
     timeout: float,
+    as_json: bool,
     api_url: str | None,
     api_key: str | None,
 ) -> None:
-    """Submit TEMPLATE with -p key=value parameters and follow it to the end."""
+    """Submit TEMPLATE with -p key=value parameters and follow it to the end (--json: the
+    bars on stderr, then the execution as GET /executions/{id} shows it)."""
     from orchestrator.cli.progress_view import follow_with_bars
 
-    console = Console()
+    console = Console(stderr=True) if as_json else Console()
     parameters = parse_params(params)
     client = api_client(api_url, api_key)
     if client is not None:
-        body = {
-            "request_id": request_id or f"cli-{uuid.uuid4().hex}",
-            "template_name": template,
-            "parameters": parameters,
-            "priority": priority,
-        }
-        execution_id = client.call("POST", "/execute", json=body)["execution_id"]
-        console.print(f"submitted: {execution_id}")
-        final = follow_with_bars(client.events(execution_id), console)
-        print_summary(
-            console,
-            client.call("GET", f"/executions/{execution_id}"),
-            client.call("GET", f"/executions/{execution_id}/deliverables")["deliverables"],
+        submitted = client.submit(
+            template, parameters, priority=cast(ClientPriority, priority), request_id=request_id
         )
+        console.print(f"submitted: {submitted.execution_id}")
+        follow_with_bars(event_pairs(submitted, timeout), console)
+        execution: dict[str, Any] = dict(submitted.status())
+        if not as_json:
+            print_summary(console, execution, [dict(d) for d in submitted.deliverables()])
     else:
-        final = run_locally(settings, console, template, parameters, priority, request_id, timeout)
-    if final.get("status") not in {"completed", "stopped"}:
+        execution = run_locally(
+            settings, console, template, parameters, priority, request_id, timeout, as_json
+        )
+    if as_json:
+        echo_json(execution)
+    if execution.get("status") not in {"completed", "stopped"}:
         raise SystemExit(1)
 
 
@@ -165,10 +150,13 @@ def run_locally(
     priority: str,
     request_id: str | None,
     timeout: float,
+    as_json: bool = False,
 ) -> dict[str, Any]:
-    """Submit through this process's configuration and follow the run's Redis stream."""
+    """Submit through this process's configuration and follow the run's Redis stream;
+    returns the execution as the API shows it."""
     from orchestrator.cli.progress_view import follow_with_bars
     from orchestrator.engine import coordinator, events
+    from orchestrator.engine.execution_view import describe
     from orchestrator.ops.health import require
     from orchestrator.runtime import Runtime
 
@@ -186,14 +174,15 @@ def run_locally(
     console.print(f"{'submitted' if created else 'already submitted'}: {execution.execution_id}")
     warn_unserved(console, runtime, template, parameters)
     try:
-        final = follow_with_bars(
+        follow_with_bars(
             events.follow(runtime.redis, execution.execution_id, timeout_s=timeout), console
         )
     except TimeoutError:
         message = f"{execution.execution_id} still running after {timeout} s"
         raise click.ClickException(message) from None
-    print_local_summary(console, runtime, execution.execution_id)
-    return final
+    if not as_json:
+        print_local_summary(console, runtime, execution.execution_id)
+    return describe(runtime, execution.execution_id)
 
 
 COMMANDS = [run]

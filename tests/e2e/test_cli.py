@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 
+import pytest
 import redis
 
 from orchestrator.settings import Settings
@@ -76,3 +80,53 @@ def test_a_run_nobody_serves_says_so_and_gives_up_cleanly(
     assert "no worker serves coordinator, sum" in result.stdout
     assert "still running after 3.0 s" in result.stderr
     redis.Redis.from_url(LONELY_REDIS).flushdb()  # the message nobody took
+
+
+def test_version() -> None:
+    from orchestrator import __version__
+
+    result = run_cli("--version")
+    assert (
+        result.returncode == 0 and result.stdout.strip() == f"orchestrator, version {__version__}"
+    )
+
+
+def test_the_api_from_the_environment_and_ids_never_cut(api_server: Api) -> None:
+    env = {"ORCH_API_URL": api_server.url, "ORCH_API_KEY": api_server.keys["client"]}
+    ran = run_cli("run", "diamond", "--json", **env)
+    assert ran.returncode == 0, ran.stderr
+    execution_id = json.loads(ran.stdout)["execution_id"]
+    narrow = subprocess.run(
+        [sys.executable, "-m", "orchestrator.cli", "status", "--limit", "5"],
+        env={**os.environ, **env, "COLUMNS": "40"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert narrow.returncode == 0, narrow.stderr
+    assert execution_id in narrow.stdout  # whole, on one line, however narrow the terminal
+    cancelled = run_cli("cancel", execution_id, "--json", **env)
+    assert cancelled.returncode == 1 and "API 409 conflict" in cancelled.stderr
+
+
+def test_keys_list_and_revoke(e2e_settings: Settings, api_server: Api) -> None:
+    from orchestrator.client import Client, Unauthorized
+
+    made = cli(
+        "keys", "create", "--scope", "client", "--client-id", "k-test", settings=e2e_settings
+    )
+    key = made.stdout.strip()
+    with Client(api_server.url, key) as client:
+        assert client.templates.list()
+    listed = json.loads(cli("keys", "list", "--json", settings=e2e_settings).stdout)["keys"]
+    [row] = [k for k in listed if k["client_id"] == "k-test"]
+    assert row["scope"] == "client" and row["revoked_at"] is None
+    assert key not in json.dumps(listed)  # never a secret
+    revoked = cli("keys", "revoke", row["key_id"], settings=e2e_settings)
+    assert revoked.returncode == 0 and row["key_id"] in revoked.stdout
+    with pytest.raises(Unauthorized), Client(api_server.url, key) as client:
+        client.templates.list()
+    table = cli("keys", "list", settings=e2e_settings)
+    assert row["key_id"] in table.stdout
+    unknown = cli("keys", "revoke", "nope", settings=e2e_settings)
+    assert unknown.returncode == 1 and "no API key" in unknown.stderr
