@@ -12,6 +12,7 @@ from prometheus_client.core import GaugeMetricFamily
 from sqlalchemy import func, select
 
 from orchestrator.db import PipelineExecution
+from orchestrator.engine import scaling
 from orchestrator.engine.estimates import accuracy
 from orchestrator.engine.metrics import exposition_registry, multiprocess_mode
 
@@ -85,6 +86,27 @@ class PoolCollector:
             "orchestrator_sse_subscribers", "Open progress streams", value=self.hub.subscribers()
         )
         yield from self._accuracy()
+        yield from self._scaling()
+
+    def _scaling(self) -> Iterator[Any]:
+        """Utilization per worker type and window, and the workers the forecast asks for
+        (what KEDA scales on: deploy/keda/scaledobject.yaml)."""
+        ratio = GaugeMetricFamily(
+            "orchestrator_worker_utilization_ratio",
+            "Busy slot-seconds over available slot-seconds",
+            labels=["worker_type", "window"],
+        )
+        desired = GaugeMetricFamily(
+            "orchestrator_desired_workers",
+            "Workers the forecast and backlog ask for, within min/max and quotas",
+            labels=["worker_type"],
+        )
+        for worker, figures in scaling.report(self.runtime)["worker_types"].items():
+            for window, value in figures["utilization"].items():
+                if value is not None:
+                    ratio.add_metric([worker, window], value)
+            desired.add_metric([worker], figures["desired_workers"])
+        yield from (ratio, desired)
 
     def _accuracy(self) -> Iterator[Any]:
         """How good the estimates of the last 100 runs were, per template (the feedback loop
