@@ -75,6 +75,12 @@ def nap(ctx: StageContext, inputs: dict[str, Any], params: dict[str, Any]) -> di
     return {"slept": seconds, "inputs": sorted(inputs)}
 
 
+@sleeper.action("nap_once", idempotent=False)
+def nap_once(ctx: StageContext, inputs: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+    """``nap``, declared unsafe to run twice (as a stage that sends e-mails would be)."""
+    return nap(ctx, inputs, params)
+
+
 @big.action("blob")
 def blob(ctx: StageContext, inputs: dict[str, Any], params: dict[str, Any]) -> bytes:
     """``megabytes`` of random bytes (and checks that upstream blobs arrived whole)."""

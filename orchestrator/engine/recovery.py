@@ -294,6 +294,17 @@ def _check_running(
         runtime.admission.renew(execution_id)
         return "alive"  # some stage is still alive: wait for it before rerunning the rest
     coordinator.persist(runtime, execution_id, records, state.packets(execution_id))
+    unsafe = _not_idempotent(runtime, execution_id, records)
+    if unsafe:
+        coordinator.finish(
+            runtime,
+            execution_id,
+            status=ExecutionStatus.FAILED,
+            error=f"stage {unsafe} is not idempotent and its worker died while it ran: it may "
+            "have done its work already, so it is not run again on its own; resume the run "
+            "by hand if running it twice is safe",
+        )
+        return "failed"
     if not _may_auto_resume(runtime, execution_id):
         coordinator.finish(
             runtime,
@@ -313,6 +324,24 @@ def _check_running(
         )
         return "failed"
     return "stalled" if stalled else "resumed"
+
+
+def _not_idempotent(
+    runtime: Runtime, execution_id: str, records: Mapping[str, StageRecord]
+) -> str | None:
+    """A stage that was running when its worker died, of an action that declared itself not
+    safe to run twice (``idempotent=False``: it sends e-mails, charges a card): the first one."""
+    for stage_id in _lost_stages(runtime, execution_id, records):
+        record = records[stage_id]
+        if record.get("status") != StageStatus.RUNNING:
+            continue  # waiting or retrying: the action did not run, or failed before
+        try:
+            action = runtime.registry.action(record["worker"], record["action"])
+        except OrchestratorError:
+            continue  # a worker type this process does not know: nothing to say about it
+        if not action.idempotent:
+            return stage_id
+    return None
 
 
 def _may_auto_resume(runtime: Runtime, execution_id: str) -> bool:

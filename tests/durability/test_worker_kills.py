@@ -91,3 +91,22 @@ def test_five_kills_in_two_runs_complete_without_leaks_or_double_charges(fresh: 
     assert stack.usage_rows_per_stage(first) == {f"{first}.{s}": 1 for s in STAGES}
     stack.assert_nothing_held()
     assert stack.usage_totals() == {"openai_api": pytest.approx(2 * len(STAGES) * TOKENS)}
+
+
+def test_a_stage_that_is_not_idempotent_is_never_rerun_on_its_own(fresh: Stack) -> None:
+    """Its worker died while it ran: it may have done its work (sent the e-mails), so the
+    reconciler fails the run with the reason instead of resuming it."""
+    stack = fresh
+    execution_id = stack.submit("once", {"seconds": 3})
+    kill_during(stack, execution_id, "send")
+    execution = stack.wait(execution_id)
+    assert execution.status == ExecutionStatus.FAILED
+    assert execution.error and "send is not idempotent" in execution.error
+    assert execution.resume_count == 0
+    starts = [
+        e
+        for _, e in stack.events(execution_id)
+        if e.get("stage") == "send" and e.get("status") == "running"
+    ]
+    assert len(starts) == 1  # started once, never again
+    stack.assert_nothing_held()
