@@ -119,15 +119,20 @@ def get(database: Database, name: str, version: int | None = None) -> Template:
         return Template.model_validate(row.definition)
 
 
-def list_current(database: Database) -> list[dict[str, Any]]:
-    """Each template's newest version, with how many versions it has."""
+def current_templates(database: Database) -> list[Template]:
+    """Each template's newest version."""
     with database.session() as session:
-        newest = (
-            select(TemplateVersion.name, func.max(TemplateVersion.version).label("version"))
-            .group_by(TemplateVersion.name)
-            .subquery()
-        )
-        rows = session.scalars(
+        return [Template.model_validate(row.definition) for row in _newest(session)]
+
+
+def _newest(session: Any) -> list[TemplateVersion]:
+    newest = (
+        select(TemplateVersion.name, func.max(TemplateVersion.version).label("version"))
+        .group_by(TemplateVersion.name)
+        .subquery()
+    )
+    return list(
+        session.scalars(
             select(TemplateVersion)
             .join(
                 newest,
@@ -136,6 +141,13 @@ def list_current(database: Database) -> list[dict[str, Any]]:
             )
             .order_by(TemplateVersion.name)
         ).all()
+    )
+
+
+def list_current(database: Database) -> list[dict[str, Any]]:
+    """Each template's newest version, with how many versions it has."""
+    with database.session() as session:
+        rows = _newest(session)
         return [
             {
                 "name": row.name,

@@ -21,8 +21,9 @@ from orchestrator.auth import authenticate
 from orchestrator.runtime import Runtime
 from orchestrator.settings import Settings
 
-#: Endpoints anyone may call.
-PUBLIC = {"ops.health"}
+#: Endpoints anyone may call: liveness, and the API's own documentation (it documents the
+#: endpoints and models, never a client's data).
+PUBLIC = {"ops.health", "ops.openapi", "ops.docs", "swagger.swagger", "swagger.static"}
 BEARER: dict[str, Any] = {"bearer": {"type": "http", "scheme": "bearer"}}
 
 
@@ -80,6 +81,7 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> OpenAPI:
     app.register_api(executions.api)
     app.register_api(catalog.api)
     app.register_api(ops.api)
+    ops.register_docs(app)
     _document_errors(app.api_doc)
     return app
 

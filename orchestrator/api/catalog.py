@@ -25,7 +25,7 @@ from orchestrator.api.models import (
     WorkerRegisterBody,
 )
 from orchestrator.auth import Scope
-from orchestrator.core.templates import parse_template
+from orchestrator.core.templates import parameters_schema, parse_template
 from orchestrator.db import WorkerRegistry
 from orchestrator.engine import scaling
 from orchestrator.engine.estimates import accuracy
@@ -51,13 +51,14 @@ def list_templates() -> dict[str, Any]:
 
 @api.get("/templates/<name>", responses={200: TemplateOut})
 def get_template(path: TemplatePath, query: TemplateQuery) -> dict[str, Any]:
-    """A template's current (or given) version."""
+    """A template's current (or given) version, and its parameters as a JSON Schema."""
     g.principal.require(Scope.CLIENT)
     template = template_registry.get(runtime().db, path.name, query.version)
     return {
         "name": template.name,
         "version": template.version,
         "definition": template.model_dump(mode="json"),
+        "parameters_schema": parameters_schema(template),
     }
 
 

@@ -215,6 +215,9 @@ class TemplateOut(BaseModel):
     name: str
     version: int
     definition: dict[str, Any]
+    parameters_schema: dict[str, Any] = Field(
+        description="the template's parameters as a JSON Schema (draft 2020-12)"
+    )
 
 
 class TemplatePutOut(BaseModel):

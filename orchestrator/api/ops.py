@@ -1,15 +1,18 @@
-"""Health, metrics, the OpenAPI document and the dashboard."""
+"""Health, metrics, the OpenAPI document, its docs page and the dashboard."""
 
 from __future__ import annotations
 
 from importlib import resources as package_files
 from typing import Any
 
-from flask import Response, current_app, g, jsonify, request
+from flask import Flask, Response, current_app, g, jsonify, redirect, request
 from flask_openapi3 import APIBlueprint, Tag
 from prometheus_client import CONTENT_TYPE_LATEST
+from werkzeug.wrappers import Response as WerkzeugResponse
 
+from orchestrator import template_registry
 from orchestrator.auth import Scope, authenticate
+from orchestrator.core.templates import parameters_schema
 from orchestrator.ops.health import check_dependencies
 
 api = APIBlueprint("ops", __name__, abp_tags=[Tag(name="ops")])
@@ -44,10 +47,37 @@ def metrics() -> Response:
     return Response(body, mimetype=CONTENT_TYPE_LATEST)
 
 
-@api.get("/openapi.json", security=[{"bearer": []}])
+@api.get("/openapi.json")
 def openapi() -> dict[str, Any]:
-    """This API's OpenAPI document, generated from the models the endpoints validate with."""
-    return current_app.api_doc  # type: ignore[attr-defined]
+    """This API's OpenAPI document, generated from the models the endpoints validate with;
+    no key needed. With a client key it also carries each template's parameters as a JSON
+    Schema (``components.schemas["<template>.parameters"]``)."""
+    document: dict[str, Any] = current_app.api_doc  # type: ignore[attr-defined]
+    header = request.headers.get("Authorization")
+    if not header:
+        return document
+    runtime = current_app.extensions["orchestrator"]
+    authenticate(runtime.db, header).require(Scope.CLIENT)
+    schemas = {
+        f"{template.name}.parameters": parameters_schema(template)
+        for template in template_registry.current_templates(runtime.db)
+    }
+    components = {**document.get("components", {})}
+    components["schemas"] = {**components.get("schemas", {}), **schemas}
+    return {**document, "components": components}
+
+
+@api.get("/docs", doc_ui=False)
+def docs() -> WerkzeugResponse:
+    """The interactive documentation (Swagger UI, served from the package: no CDN)."""
+    return redirect("/docs/swagger")
+
+
+def register_docs(app: Flask) -> None:
+    """Swagger UI's page and files (the flask-openapi3-swagger package) under /docs."""
+    from flask_openapi3_swagger.plugins import RegisterPlugin  # type: ignore[import-untyped]
+
+    app.register_blueprint(RegisterPlugin.register(doc_url="/openapi.json"), url_prefix="/docs")
 
 
 @api.get("/dashboard", security=[{"bearer": []}])

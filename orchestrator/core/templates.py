@@ -126,6 +126,33 @@ class BoundStage(_Strict):
     order: int
 
 
+def parameters_schema(template: Template) -> dict[str, Any]:
+    """The template's parameters as a JSON Schema (draft 2020-12), for forms and generators:
+    it accepts what ``resolve_parameters`` accepts (null stands for "use the default")."""
+    properties: dict[str, Any] = {}
+    for name, parameter in template.parameters.items():
+        schema: dict[str, Any] = {"type": parameter.type}
+        if parameter.description:
+            schema["description"] = parameter.description
+        if parameter.default is not None:
+            schema["default"] = parameter.default
+        if parameter.allowed is not None:
+            schema["enum"] = parameter.allowed
+        if parameter.max_length is not None and parameter.type == "string":
+            schema["maxLength"] = parameter.max_length
+        if parameter.max_length is not None and parameter.type == "array":
+            schema["maxItems"] = parameter.max_length
+        properties[name] = schema if parameter.required else {"anyOf": [schema, {"type": "null"}]}
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": f"{template.name} parameters",
+        "type": "object",
+        "properties": properties,
+        "required": sorted(n for n, p in template.parameters.items() if p.required),
+        "additionalProperties": False,
+    }
+
+
 def _fail(where: str, problem: str) -> ValidationFailed:
     return ValidationFailed(f"{where}: {problem}", details={"where": where, "problem": problem})
 
