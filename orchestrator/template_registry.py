@@ -7,8 +7,9 @@ version they started with, so editing a template never changes a run under way.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 from sqlalchemy import func, select
@@ -91,19 +92,57 @@ def put(
         return row, True
 
 
+@dataclass(frozen=True)
+class FileSync:
+    """What syncing one template file did: ``added`` a version, left it ``unchanged``, or
+    refused it as ``invalid`` (with the reason)."""
+
+    file: str
+    outcome: Literal["added", "unchanged", "invalid"]
+    name: str = ""
+    version: int = 0
+    reason: str = ""
+
+
+def sync_files(
+    database: Database, directory: Path, known_workers: Mapping[str, Iterable[str]]
+) -> list[FileSync]:
+    """Register every ``*.yaml`` of ``directory`` whose definition changed (as a new
+    version); an invalid file is reported and skipped, the others are synced."""
+    results = []
+    for path in sorted(directory.glob("*.yaml")):
+        try:
+            text = path.read_text()
+            template = parse_yaml(text, source=path.name)
+            if template.name != path.stem:
+                raise ValidationFailed(f"name {template.name!r} must match the file name")
+            row, added = put(database, template, known_workers, source=text, created_by=str(path))
+        except (ValidationFailed, OSError, UnicodeDecodeError) as exc:
+            reason = exc.message if isinstance(exc, ValidationFailed) else str(exc)
+            results.append(FileSync(path.name, "invalid", reason=reason))
+            continue
+        outcome: Literal["added", "unchanged"] = "added" if added else "unchanged"
+        results.append(FileSync(path.name, outcome, row.name, row.version))
+    return results
+
+
 def sync_directory(
     database: Database, directory: Path, known_workers: Mapping[str, Iterable[str]]
 ) -> list[tuple[str, int, bool]]:
-    """Register every ``*.yaml`` of ``directory``; returns (name, version, added) per file."""
-    results = []
-    for path in sorted(directory.glob("*.yaml")):
-        text = path.read_text()
-        template = parse_yaml(text, source=path.name)
-        if template.name != path.stem:
-            raise ValidationFailed(f"{path.name}: name {template.name!r} must match the file name")
-        row, added = put(database, template, known_workers, source=text, created_by=str(path))
-        results.append((row.name, row.version, added))
-    return results
+    """``sync_files``, strict: once the valid files are synced, an invalid one raises,
+    naming the file and the reason. Returns (name, version, added) per file."""
+    results = sync_files(database, directory, known_workers)
+    for result in results:
+        if result.outcome == "invalid":
+            raise ValidationFailed(f"{result.file}: {result.reason}")
+    return [(r.name, r.version, r.outcome == "added") for r in results]
+
+
+def to_yaml(template: Template) -> str:
+    """The template as a YAML file would hold it (without the version the registry gives):
+    ``parse_yaml`` of it is the same template."""
+    body = template.model_dump(mode="json", exclude={"version"}, exclude_defaults=True)
+    return yaml.safe_dump(body, sort_keys=False, allow_unicode=True)
 
 
 def get(database: Database, name: str, version: int | None = None) -> Template:

@@ -36,9 +36,9 @@ def main(ctx: click.Context) -> None:
 
 
 def _register_commands() -> None:
-    from orchestrator.cli import api, demo, executions, keys, run, services
+    from orchestrator.cli import api, demo, executions, keys, run, services, templates
 
-    for module in (services, run, executions, api, keys, demo):
+    for module in (services, run, executions, templates, api, keys, demo):
         for command in module.COMMANDS:
             main.add_command(command)
 
