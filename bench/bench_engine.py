@@ -17,6 +17,7 @@ import os
 import statistics
 import sys
 import time
+from itertools import pairwise
 from pathlib import Path
 
 from celery import chain, chord, group
@@ -29,6 +30,7 @@ from orchestrator import template_registry
 from orchestrator.core.templates import parse_template
 from orchestrator.engine import coordinator, events
 from orchestrator.engine.canvas import finish_task_id
+from orchestrator.engine.run_state import RunState
 from orchestrator.ops import migrations
 from orchestrator.ops.supervisor import start_fleet
 from orchestrator.runtime import Runtime
@@ -67,7 +69,10 @@ def fanout(width: int) -> dict:
 
 
 def run_engine(
-    runtime: Runtime, name: str, phases: list[tuple[float, float]] | None = None
+    runtime: Runtime,
+    name: str,
+    phases: list[tuple[float, float, float]] | None = None,
+    ids: list[str] | None = None,
 ) -> float:
     """Wall time of one run; ``phases`` gets (start overhead, finish overhead) in seconds.
 
@@ -79,6 +84,8 @@ def run_engine(
     submitted_ms = time.time() * 1000
     execution, _ = coordinator.submit(runtime, name, {})
     execution_id = execution.execution_id
+    if ids is not None:
+        ids.append(execution_id)
     launch = None
     while launch is None:
         raw = runtime.redis.hget(f"orch:run:{execution_id}", "launch")
@@ -95,12 +102,62 @@ def run_engine(
         first_stage = min(ms for ms, e in stamps if e["type"] == "stage")
         last_stage = max(ms for ms, e in stamps if e["type"] == "stage")
         final = stamps[-1][0]
-        phases.append(((first_stage - submitted_ms) / 1000, (final - last_stage) / 1000))
+        first_event = stamps[0][0]
+        phases.append(
+            (
+                (first_stage - submitted_ms) / 1000,
+                (final - last_stage) / 1000,
+                (first_event - submitted_ms) / 1000,
+            )
+        )
     return elapsed
 
 
 def median_ms(samples: list[float]) -> float:
     return statistics.median(samples) * 1000
+
+
+STEPS = {
+    "inputs": "read spec, meta, packets (1 round trip)",
+    "cache": "cache lookup",
+    "slot": "take a capacity slot + record the start + its event (1 round trip)",
+    "read": "read inputs by reference",
+    "function": "the worker's function",
+    "write": "write the output",
+    "settle": "settle usage, build the packet",
+}
+
+
+def breakdown(runtime: Runtime, ids: list[str]) -> list[str]:
+    """Where a stage's time goes, from the timings each stage keeps in its live record: the
+    steps inside the stage task, and the hop from one stage's end to the next one's start
+    (its completion round trip, Celery's publish of the next message, the broker, the
+    worker's receive and dispatch). Medians over the stages of the measured runs."""
+    steps: dict[str, list[float]] = {step: [] for step in STEPS}
+    hops: list[float] = []
+    for execution_id in ids:
+        records = RunState(runtime.redis).stages(execution_id)
+        ordered = sorted(records.values(), key=lambda r: r["order"])
+        timings = [r.get("timing") or {} for r in ordered]
+        for timing in timings:
+            for step in STEPS:
+                if step in timing:
+                    steps[step].append(timing[step])
+        hops += [
+            b["entered_at"] - a["done_at"]
+            for a, b in pairwise(timings)
+            if "done_at" in a and "entered_at" in b
+        ]
+    if not hops:
+        return ["  (no stage timings recorded)"]
+    lines = ["  where a stage's time goes (median ms per stage, from the stages' own timings):"]
+    for step, what in STEPS.items():
+        lines.append(f"    {step:9s} {statistics.median(steps[step]):6.3f}  {what}")
+    inside = sum(statistics.median(v) for v in steps.values() if v)
+    lines.append(f"    inside the stage task {inside:.3f} ms; hop to the next stage "
+                 f"{statistics.median(hops):.3f} ms (completion round trip, Celery publish, "
+                 "broker, receive)")  # fmt: skip
+    return lines
 
 
 def main() -> None:
@@ -131,19 +188,27 @@ def main() -> None:
 
         run_engine(runtime, f"bench_linear_{STAGES}")  # warm up both paths
         bare(STAGES)
-        phases: list[tuple[float, float]] = []
+        phases: list[tuple[float, float, float]] = []
+        ids: list[str] = []
         engine: dict[int, list[float]] = {STAGES: [], SHORT: []}
         plain: dict[int, list[float]] = {STAGES: [], SHORT: []}
         lean: dict[int, list[float]] = {STAGES: [], SHORT: []}
         for _ in range(REPEATS):
             for n in (STAGES, SHORT):
+                long = n == STAGES
                 engine[n].append(
-                    run_engine(runtime, f"bench_linear_{n}", phases if n == STAGES else None)
+                    run_engine(
+                        runtime,
+                        f"bench_linear_{n}",
+                        phases if long else None,
+                        ids if long else None,
+                    )
                 )
                 plain[n].append(bare(n))
                 lean[n].append(bare(n, lean=True))
         start_ms = median_ms([p[0] for p in phases])
         finish_ms = median_ms([p[1] for p in phases])
+        first_event_ms = median_ms([p[2] for p in phases])
         engine_ms, bare_ms = median_ms(engine[STAGES]), median_ms(plain[STAGES])
         span = STAGES - SHORT
         engine_stage = (engine_ms - median_ms(engine[SHORT])) / span
@@ -169,6 +234,9 @@ def main() -> None:
             f"{engine_ms / lean_ms:.2f})",
             f"    of the engine's time: submit to first stage {start_ms:.1f} ms (DB insert, "
             f"admission, plan), last stage to final event {finish_ms:.1f} ms (persist, release)",
+            f"    submit to the run's first event (what an SSE subscriber can see first): "
+            f"{first_event_ms:.1f} ms",
+            *breakdown(runtime, ids),
             "",
         ]
         for width in (10, 200):

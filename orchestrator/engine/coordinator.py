@@ -154,6 +154,10 @@ def submit(
         if existing is None:
             raise
         return existing, False
+    # The run's first event, written before the 202 leaves: a subscriber sees at once that
+    # its run was accepted, whatever the coordinator's queue holds before its start.
+    accepted = execution_event(ExecutionStatus.PENDING, "accepted", estimate.time_ms)
+    RunState(runtime.redis).publish(execution.execution_id, accepted)
     runtime.celery.send_task(
         "coordinator.start",
         kwargs={"execution_id": execution.execution_id},

@@ -56,6 +56,7 @@ class StageRecord(TypedDict, total=False):
     error: str | None
     reason: str
     proceed: bool
+    timing: dict[str, float]  # ms per step of the last attempt: inputs, slot, read, ...
 
 
 def _run(execution_id: str, part: str = "") -> str:

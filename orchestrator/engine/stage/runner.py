@@ -65,6 +65,7 @@ def run_stage(
     task_id: str | None,
     launch: str | None = None,
 ) -> Outcome:
+    entered = time.perf_counter()
     state = RunState(runtime.redis)
     spec, meta, upstream, record = state.stage_inputs(execution_id, stage_id, deps)
     if spec is None:
@@ -82,6 +83,8 @@ def run_stage(
     if record.get("status") in {StageStatus.COMPLETED, StageStatus.CACHED, StageStatus.SKIPPED}:
         return Outcome(state.packets(execution_id).get(stage_id))  # redelivered: already done
     stage = _Stage(runtime, state, execution_id, stage_id, spec, meta, attempt, task_id)
+    stage.lap("inputs", entered)
+    stage.timing["entered_at"] = round(time.time() * 1000 - stage.timing["inputs"], 3)
     if meta.get("status") in RUN_HALTED:
         # Once the run's finish began, its final event is out: this stage adds no event after it.
         closed = meta.get("finishing") is not None
@@ -126,6 +129,16 @@ class _Stage:
             "attempts": attempt,
             "task_id": task_id,
         }
+        #: Milliseconds per step of this attempt, kept in its record (``make bench`` reads
+        #: them to show where a stage's time goes).
+        self.timing: dict[str, float] = {}
+        self._lapped = time.perf_counter()
+
+    def lap(self, step: str, since: float | None = None) -> None:
+        """Note how long ``step`` took: since ``since``, or since the last step."""
+        now = time.perf_counter()
+        self.timing[step] = round((now - (since if since is not None else self._lapped)) * 1000, 3)
+        self._lapped = now
 
     def event(self, status: str, message: str = "", progress: float | None = None) -> Event:
         if progress is None:
@@ -177,8 +190,10 @@ class _Stage:
         if cache_key is not None and (hit := self._cache_hit(cache_key)) is not None:
             return hit
         started = time.perf_counter()
+        self.lap("cache")
         if not self._take_slot():
             return self._wait_for_slot()
+        self.lap("slot")
         sink = RunSink(self.runtime, self.state, self.meta)
         try:
             result, ref = self._call(action, refs, input_sums, sink)
@@ -227,6 +242,7 @@ class _Stage:
     ) -> tuple[StageResult, DataRef]:
         """Inputs by reference in (checksums verified), the function, its output written."""
         inputs = {d: self.runtime.outputs.read(r) for d, r in refs.items()}
+        self.lap("read")
         moved = stage_metrics().handshake_bytes
         moved.labels(action.worker_type, "read").inc(sum(r.size_bytes for r in refs.values()))
         ctx = StageContext(
@@ -240,12 +256,14 @@ class _Stage:
         )
         with LeaseKeeper(self.runtime, self.spec["worker"], self.holder, self.execution_id):
             result = action.function(ctx, inputs, self.spec["params"])
+        self.lap("function")
         if not isinstance(result, StageResult):
             result = StageResult(output=result)
         params = self.spec["params"]
         stem = f"outputs/{self.execution_id}/{self.stage_id}/{digest(params, input_sums)[:16]}"
         ttl = timedelta(seconds=self.runtime.settings.output_ttl_s)
         ref = self.runtime.outputs.write(stem, result.output, ttl=ttl)
+        self.lap("write")
         moved.labels(action.worker_type, "written").inc(ref.size_bytes)
         return result, ref
 
@@ -274,6 +292,8 @@ class _Stage:
             }
             ttl = int(self.spec["cache"]["ttl_s"])
             self.runtime.redis.set(cache_key, json.dumps(cached), ex=ttl)
+        self.lap("settle")
+        self.timing["done_at"] = round(time.time() * 1000, 3)  # the hop to the next stage starts
         self.record.update(
             {
                 "status": StageStatus.COMPLETED,
@@ -284,6 +304,7 @@ class _Stage:
                 "cache_hit": False,
                 "error": None,
                 "proceed": result.proceed,
+                "timing": self.timing,
             }
         )
         self._observe("completed", started)
