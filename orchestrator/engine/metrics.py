@@ -16,6 +16,7 @@ counters and histograms are used, whose multiprocess sums are exact.
 from __future__ import annotations
 
 import functools
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,10 +44,20 @@ class StageMetrics:
     handshake_bytes: Counter
 
 
-@functools.cache
+_lock = threading.Lock()
+
+
 def stage_metrics() -> StageMetrics:
     """The stage metrics of this process (registered in the default registry, which a
-    single-process exporter serves; in multiprocess mode the files are what counts)."""
+    single-process exporter serves; in multiprocess mode the files are what counts). Made
+    once under a lock: two threads of a pool starting their first stages together would
+    otherwise both register them, and the second would fail."""
+    with _lock:
+        return _make()
+
+
+@functools.cache
+def _make() -> StageMetrics:
     kinds = ["worker_type", "action"]
     return StageMetrics(
         duration=Histogram(
