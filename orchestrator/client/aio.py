@@ -13,7 +13,7 @@ from typing import Any, cast
 import httpx
 from httpx_sse import SSEError, aconnect_sse
 
-from orchestrator.client import connection as conn
+import orchestrator.client.connection as conn
 from orchestrator.client.errors import ApiError, ConnectionFailed, RunTimeout, from_response
 from orchestrator.client.models import (
     Deliverable,

@@ -12,7 +12,7 @@ from typing import Any, cast
 import httpx
 from httpx_sse import SSEError, connect_sse
 
-from orchestrator.client import connection as conn
+import orchestrator.client.connection as conn
 from orchestrator.client.errors import (
     ApiError,
     ConnectionFailed,
