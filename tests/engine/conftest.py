@@ -156,10 +156,19 @@ class Engine:
             client.delete(*keys[start : start + 500])
 
 
+#: The tier's own Redis DB (the suite's is ORCH_TEST_REDIS_DB, the demo test's 14).
+ENGINE_REDIS_DB = int(os.environ.get("ORCH_TEST_ENGINE_REDIS_DB", "13"))
+
+
 @pytest.fixture(scope="package")
 def engine(settings: Settings, database: Database, s3_server: WeedServer) -> Iterator[Engine]:
     """The embedded worker, started once for the tier, on the suite's private services."""
+    redis_url = settings.redis_url.rsplit("/", 1)[0] + f"/{ENGINE_REDIS_DB}"
     ours = settings.with_overrides(
+        # A Redis DB (so a broker) of its own: the live tier's workers, still up in the same
+        # session, must not take this tier's tasks, nor this tier flush their state.
+        redis_url=redis_url,
+        broker_url=redis_url,
         s3_embedded=False,  # the session's SeaweedFS (s3_server) is already up
         templates_dir=ROOT / "tests" / "templates",
         resources_file=HERE / "resources.yaml",
