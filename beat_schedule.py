@@ -26,4 +26,11 @@ BEAT_SCHEDULE: dict[str, dict[str, Any]] = {
         "schedule": 30.0,
         "options": {"queue": "coordinator", "expires": 29.0},
     },
+    # Deletes expired outputs and deliverables of runs that are not live and measures storage
+    # (orchestrator/engine/housekeeping.py); a walk of the bucket, so not every few seconds.
+    "storage-housekeeping": {
+        "task": "coordinator.housekeeping",
+        "schedule": 300.0,
+        "options": {"queue": "coordinator", "expires": 299.0},
+    },
 }

@@ -29,6 +29,7 @@ from orchestrator.core.templates import parameters_schema, parse_template
 from orchestrator.db import WorkerRegistry
 from orchestrator.engine import scaling
 from orchestrator.engine.estimates import accuracy
+from orchestrator.engine.housekeeping import usage as storage_usage
 from orchestrator.errors import Forbidden, NotFound, ValidationFailed
 from orchestrator.runtime import Runtime
 from orchestrator.worker_registry import refresh
@@ -117,13 +118,11 @@ def resources() -> dict[str, Any]:
     g.principal.require(Scope.MONITOR)
     rt = runtime()
     snapshot = rt.admission.snapshot()
-    snapshot["storage"] = {
-        "object_storage": {**rt.store.usage(), "limit_bytes": rt.pool.storage.object_storage_bytes},
-        "redis": {
-            "used_bytes": rt.redis.info("memory").get("used_memory"),
-            "limit_bytes": rt.pool.storage.redis_bytes,
-        },
-    }
+    # Object storage as the last housekeeping sweep measured it (a walk of the bucket per
+    # request would be as slow as the bucket is big); measured now only before the first one.
+    snapshot["storage"] = storage_usage(rt)
+    if snapshot["storage"]["object_storage"]["bytes"] is None:
+        snapshot["storage"]["object_storage"].update(rt.store.usage())
     snapshot["utilization"] = {
         worker: figures["utilization"] for worker, figures in scaling.utilization(rt).items()
     }

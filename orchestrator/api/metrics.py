@@ -14,6 +14,7 @@ from sqlalchemy import func, select
 from orchestrator.db import PipelineExecution
 from orchestrator.engine import scaling
 from orchestrator.engine.estimates import accuracy
+from orchestrator.engine.housekeeping import usage as storage_usage
 from orchestrator.engine.metrics import exposition_registry, multiprocess_mode
 
 if TYPE_CHECKING:
@@ -85,8 +86,27 @@ class PoolCollector:
         yield GaugeMetricFamily(
             "orchestrator_sse_subscribers", "Open progress streams", value=self.hub.subscribers()
         )
+        yield from self._storage()
         yield from self._accuracy()
         yield from self._scaling()
+
+    def _storage(self) -> Iterator[Any]:
+        """Bytes per tier (object storage as the last housekeeping sweep measured it, Redis's
+        ``used_memory`` now) and the ``storage`` limits of resources.yaml."""
+        used = GaugeMetricFamily(
+            "orchestrator_storage_bytes", "Bytes stored per tier", labels=["tier"]
+        )
+        limit = GaugeMetricFamily(
+            "orchestrator_storage_limit_bytes", "Storage limit per tier", labels=["tier"]
+        )
+        figures = storage_usage(self.runtime)
+        tiers = (("object_storage", "bytes"), ("redis", "used_bytes"))
+        for tier, key in tiers:
+            if figures[tier][key] is not None:
+                used.add_metric([tier], figures[tier][key])
+            if figures[tier]["limit_bytes"] is not None:
+                limit.add_metric([tier], figures[tier]["limit_bytes"])
+        yield from (used, limit)
 
     def _scaling(self) -> Iterator[Any]:
         """Utilization per worker type and window, and the workers the forecast asks for

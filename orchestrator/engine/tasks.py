@@ -15,6 +15,7 @@ from celery.exceptions import Ignore
 from orchestrator.constants import STAGE_TASK_PREFIX
 from orchestrator.engine import coordinator
 from orchestrator.engine.estimates import refit
+from orchestrator.engine.housekeeping import sweep
 from orchestrator.engine.recovery import reconcile as reconcile_runs
 from orchestrator.engine.stage.runner import run_stage
 from orchestrator.runtime import Runtime
@@ -98,3 +99,7 @@ def _register_coordinator(app: Celery, runtime: Runtime) -> None:
     @app.task(shared=False, name="coordinator.refresh_worker_health", ignore_result=True)
     def refresh_worker_health() -> None:
         refresh(runtime, ping=True)
+
+    @app.task(shared=False, name="coordinator.housekeeping", ignore_result=True)
+    def housekeeping() -> dict[str, int]:
+        return sweep(runtime).as_dict()

@@ -87,7 +87,7 @@ class ObjectStore:
         self.client = Minio(
             settings.s3_endpoint,
             access_key=settings.s3_access_key,
-            secret_key=settings.s3_secret_key,
+            secret_key=settings.s3_secret_key.get_secret_value(),
             secure=settings.s3_secure,
             http_client=http,
         )
@@ -204,6 +204,17 @@ class ObjectStore:
 
     def delete(self, key: str) -> None:
         self._call(self.client.remove_object, self.bucket, key)
+
+    def listing(self, prefix: str = "") -> Iterator[tuple[str, int]]:
+        """Every object's key and size under ``prefix`` (housekeeping walks the bucket)."""
+        for obj in self._call(self.client.list_objects, self.bucket, prefix=prefix, recursive=True):
+            yield obj.object_name, obj.size or 0
+
+    def expires_at(self, key: str) -> datetime | None:
+        """The expiry stamped on the object, expired or not; None if it has none."""
+        info = self._call(self.client.stat_object, self.bucket, key)
+        stamped = _meta(dict(info.metadata or {}), EXPIRES_META)
+        return datetime.fromisoformat(stamped) if stamped else None
 
     def usage(self, prefix: str = "") -> dict[str, int]:
         """Object count and total bytes under ``prefix`` (for ``GET /resources``)."""
