@@ -175,6 +175,12 @@ def main() -> None:
     fleet = start_fleet(
         settings, app, queues=["coordinator", "echo"], concurrency=2, app_module="bench.noop_app"
     )
+    from bench.default_app import app as default_app
+    from bench.default_app import noop as default_noop
+
+    plain_fleet = start_fleet(
+        settings, default_app, queues=["plain"], concurrency=2, app_module="bench.default_app"
+    )
     lines = []
     try:
 
@@ -186,6 +192,14 @@ def main() -> None:
             chain(*tasks).apply_async().get(timeout=60, interval=0.002)
             return time.perf_counter() - started
 
+        def out_of_the_box(n: int) -> float:
+            """A plain chain on an app with Celery's defaults, same broker, same c=2."""
+            started = time.perf_counter()
+            chain(*[default_noop.s() for _ in range(n)]).apply_async().get(
+                timeout=60, interval=0.002
+            )
+            return time.perf_counter() - started
+
         run_engine(runtime, f"bench_linear_{STAGES}")  # warm up both paths
         bare(STAGES)
         phases: list[tuple[float, float, float]] = []
@@ -193,6 +207,8 @@ def main() -> None:
         engine: dict[int, list[float]] = {STAGES: [], SHORT: []}
         plain: dict[int, list[float]] = {STAGES: [], SHORT: []}
         lean: dict[int, list[float]] = {STAGES: [], SHORT: []}
+        defaults: dict[int, list[float]] = {STAGES: [], SHORT: []}
+        out_of_the_box(STAGES)
         for _ in range(REPEATS):
             for n in (STAGES, SHORT):
                 long = n == STAGES
@@ -206,6 +222,7 @@ def main() -> None:
                 )
                 plain[n].append(bare(n))
                 lean[n].append(bare(n, lean=True))
+                defaults[n].append(out_of_the_box(n))
         start_ms = median_ms([p[0] for p in phases])
         finish_ms = median_ms([p[1] for p in phases])
         first_event_ms = median_ms([p[2] for p in phases])
@@ -215,6 +232,7 @@ def main() -> None:
         bare_stage = (bare_ms - median_ms(plain[SHORT])) / span
         lean_ms = median_ms(lean[STAGES])
         lean_stage = (lean_ms - median_ms(lean[SHORT])) / span
+        defaults_stage = (median_ms(defaults[STAGES]) - median_ms(defaults[SHORT])) / span
         lines += [
             f"linear pipeline of {STAGES} no-op stages, echo worker prefork c=2, Redis broker, "
             f"median of {REPEATS} alternating runs (load average {os.getloadavg()[0]:.1f} on "
@@ -226,6 +244,8 @@ def main() -> None:
             f"    like for like: a bare chain with ignore_result on its inner tasks, as the "
             f"engine's chained stages have, {lean_stage:.2f} ms/stage; engine / it "
             f"{engine_stage / lean_stage:.2f}",
+            f"    bare chain with Celery's defaults (no events, early acks, prefetch 4) "
+            f"{defaults_stage:.2f} ms/stage; engine / it {engine_stage / defaults_stage:.2f}",
             f"  totals at {STAGES} stages (fixed costs included):",
             f"    engine      {engine_ms:8.1f} ms  (submit, admission, coordinator start and "
             f"finish included)",
@@ -255,6 +275,7 @@ def main() -> None:
             )
     finally:
         fleet.stop()
+        plain_fleet.stop()
         s3.stop()
     text = "\n".join(lines) + "\n"
     (ROOT / "bench" / "results").mkdir(exist_ok=True)

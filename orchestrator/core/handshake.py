@@ -6,7 +6,7 @@ model calls it ``proceed`` and reads and writes it as ``continue``.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -26,6 +26,13 @@ class DataRef(_Packet):
     size_bytes: int = Field(ge=0)
     checksum: str
     expires_at: datetime
+
+    @classmethod
+    def nothing(cls) -> DataRef:
+        """The reference of a stage that wrote no output (skipped, cancelled, failed)."""
+        return cls(
+            storage_type="none", storage_key="", size_bytes=0, checksum="", expires_at=_now()
+        )
 
 
 class Summary(_Packet):
@@ -56,3 +63,7 @@ class HandshakePacket(_Packet):
     @classmethod
     def from_wire(cls, data: dict[str, Any]) -> HandshakePacket:
         return cls.model_validate(data)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)

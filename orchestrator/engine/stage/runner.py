@@ -162,13 +162,7 @@ class _Stage:
     def finish_without_running(
         self, status: StageStatus, reason: str, *, quiet: bool = False
     ) -> Outcome:
-        ref = DataRef(
-            storage_type="none",
-            storage_key="",
-            size_bytes=0,
-            checksum="",
-            expires_at=datetime.now(UTC),
-        )
+        ref = DataRef.nothing()
         packet = self.packet(ref, Summary(proceed=False, errors=[reason]))
         self.record.update(
             {"status": status, "completed_at": now_ms(), "error": None, "reason": reason}
@@ -441,13 +435,7 @@ class _Stage:
         self.state.set_meta(
             self.execution_id, status=LiveStatus.FAILING, error=f"{self.stage_id}: {message}"
         )
-        ref = DataRef(
-            storage_type="none",
-            storage_key="",
-            size_bytes=0,
-            checksum="",
-            expires_at=datetime.now(UTC),
-        )
+        ref = DataRef.nothing()
         packet = self.packet(ref, Summary(proceed=False, errors=[message[:500]]))
         self.record.update(
             {
