@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import SecretStr
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -236,7 +237,7 @@ def private_store(settings: Settings) -> tuple[Settings, EmbeddedS3, str]:
                         "credentials": [
                             {
                                 "accessKey": settings.s3_access_key,
-                                "secretKey": settings.s3_secret_key,
+                                "secretKey": settings.s3_secret_key.get_secret_value(),
                             }
                         ],
                         "actions": ["Admin", "Read", "Write", "List", "Tagging"],
@@ -840,7 +841,7 @@ def main() -> None:
     settings, s3, store_note = private_store(
         base.with_overrides(
             llm_base_url=llm.base_url,
-            llm_api_key="bench",
+            llm_api_key=SecretStr("bench"),
             resources_file=bench_resources(base.data_dir),
             # the test worker types (``sleep`` for bench_naps) are loaded only where named
             worker_modules=(*base.worker_modules, "workers.testing"),

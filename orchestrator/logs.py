@@ -80,7 +80,7 @@ class PacketFilter(logging.Filter):
 
 def secrets_of(settings: Settings) -> list[str]:
     """What must never appear in a log line."""
-    found = [settings.s3_secret_key, settings.llm_api_key]
+    found = [settings.s3_secret_key.get_secret_value(), settings.llm_api_key.get_secret_value()]
     for url in (settings.database_url, settings.redis_url, settings.broker_url):
         password = urlsplit(url).password
         if password:

@@ -1,17 +1,27 @@
-"""One typed settings object, read once from the ``ORCH_*`` environment.
+"""One typed settings object, read once from the ``ORCH_*`` environment and a ``.env`` file.
 
 Nothing else in the product reads ``os.environ``: processes build a ``Settings`` at start and
-pass it down. Malformed values fail here, naming the variable; reachability is checked by
+pass it down. ``Settings.from_env()`` also reads ``ORCH_*`` lines from ``.env`` in the working
+directory (python-dotenv, the reader pydantic-settings uses); a variable of the real environment
+wins over the file. Malformed values fail here, naming the variable; reachability is checked by
 ``orchestrator.ops.health.check_dependencies`` so that ``GET /health`` reuses the same probes.
+
+The S3 secret key and the LLM key are ``SecretStr`` (``.get_secret_value()`` where the raw value
+is needed); the password of a database, Redis or broker URL is masked wherever settings are
+shown: ``repr``, ``describe`` and the error of a malformed URL.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from urllib.parse import urlsplit
+
+from dotenv import dotenv_values
+from pydantic import SecretStr
 
 from orchestrator.errors import ConfigError
 
@@ -20,6 +30,18 @@ DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 EMBEDDED_S3_ENDPOINT = "127.0.0.1:8333"
 EMBEDDED_S3_ACCESS_KEY = "orchestrator"
 EMBEDDED_S3_SECRET_KEY = "orchestrator-secret"
+#: Read by ``Settings.from_env()`` from the working directory; the real environment wins.
+ENV_FILE = ".env"
+#: The settings whose value is a ``SecretStr``, and the URLs whose password is masked.
+SECRET_FIELDS = ("s3_secret_key", "llm_api_key")
+URL_FIELDS = ("database_url", "redis_url", "broker_url")
+MASK = "***"
+_URL_PASSWORD = re.compile(r"(?<=://)([^/@:]*):([^/@]*)@")
+
+
+def mask_url(url: str) -> str:
+    """``url`` with the password of its ``user:password@`` part replaced by ``***``."""
+    return _URL_PASSWORD.sub(rf"\1:{MASK}@", url)
 
 
 def _truthy(variable: str, value: str) -> bool:
@@ -33,15 +55,16 @@ def _truthy(variable: str, value: str) -> bool:
 
 def _check_url(variable: str, value: str, schemes: set[str]) -> str:
     parts = urlsplit(value)
+    shown = repr(mask_url(value))
     if parts.scheme not in schemes:
         allowed = ", ".join(sorted(schemes))
-        raise ConfigError(variable, f"{value!r} is not a URL with a scheme of {allowed}")
+        raise ConfigError(variable, f"{shown} is not a URL with a scheme of {allowed}")
     if not parts.scheme.startswith("sqlite") and not parts.hostname:
-        raise ConfigError(variable, f"{value!r} names no host")
+        raise ConfigError(variable, f"{shown} names no host")
     try:
         parts.port  # noqa: B018 - raises ValueError on a bad port
     except ValueError as exc:
-        raise ConfigError(variable, f"{value!r} has a bad port") from exc
+        raise ConfigError(variable, f"{shown} has a bad port") from exc
     return value
 
 
@@ -52,7 +75,7 @@ def _check_endpoint(variable: str, value: str) -> str:
     return value
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class Settings:
     """Every knob of the product; ``from_env`` is the one constructor processes use."""
 
@@ -62,7 +85,7 @@ class Settings:
     broker_url: str = ""
     s3_endpoint: str = EMBEDDED_S3_ENDPOINT
     s3_access_key: str = EMBEDDED_S3_ACCESS_KEY
-    s3_secret_key: str = EMBEDDED_S3_SECRET_KEY
+    s3_secret_key: SecretStr = field(default_factory=lambda: SecretStr(EMBEDDED_S3_SECRET_KEY))
     s3_bucket: str = "orchestrator"
     s3_secure: bool = False
     s3_embedded: bool = True
@@ -74,7 +97,7 @@ class Settings:
     output_ttl_s: int = 7 * 24 * 3600
     #: OpenAI-compatible chat completions; unset means the workers' offline methods.
     llm_base_url: str = ""
-    llm_api_key: str = ""
+    llm_api_key: SecretStr = field(default_factory=lambda: SecretStr(""))
     llm_model: str = "gpt-4o-mini"
     #: Feed URLs come from users: private and loopback hosts are refused unless allowed.
     allow_private_urls: bool = False
@@ -92,6 +115,9 @@ class Settings:
     extra: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        for name in SECRET_FIELDS:  # a plain string (a test, an override) becomes a SecretStr
+            if not isinstance(value := getattr(self, name), SecretStr):
+                object.__setattr__(self, name, SecretStr(str(value)))
         if not self.database_url:
             sqlite = f"sqlite:///{(self.data_dir / 'orchestrator.db').as_posix()}"
             object.__setattr__(self, "database_url", sqlite)
@@ -100,12 +126,26 @@ class Settings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
-        """Read ``ORCH_*``; raise ``ConfigError`` naming the first malformed variable."""
-        env = os.environ if environ is None else environ
+        """Read ``ORCH_*``; raise ``ConfigError`` naming the first malformed variable.
+
+        Without ``environ``: the process environment over the ``ORCH_*`` lines of ``.env`` in
+        the working directory. With it: that mapping alone (no environment, no file)."""
+        given = os.environ if environ is None else environ
+        env_file = Path.cwd() / ENV_FILE
+        from_file = read_env_file(env_file) if environ is None else {}
+        env = {**from_file, **given}
         values: dict[str, object] = {}
         for variable, (attr, parse) in _VARIABLES.items():
-            if raw := env.get(variable, "").strip():
+            if not (raw := env.get(variable, "").strip()):
+                continue
+            try:
                 values[attr] = parse(variable, raw)
+            except ConfigError as exc:
+                if variable in given:
+                    raise
+                # the same one line, telling where the value came from
+                problem = exc.message.removeprefix(f"{variable}: ")
+                raise ConfigError(variable, f"{problem} (set in {env_file})") from None
         if "s3_endpoint" in values:
             values["s3_embedded"] = False
         values["extra"] = {k: v for k, v in env.items() if k.startswith("ORCH_")}
@@ -117,6 +157,21 @@ class Settings:
         a missing one is neither reserved nor priced (``needs`` in resources.yaml)."""
         return frozenset({"llm"} if self.llm_base_url else ())
 
+    def __repr__(self) -> str:
+        """Never a secret: keys as ``SecretStr('**********')``, URL passwords as ``***`` and,
+        of ``extra``, the variable names only."""
+        shown = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in URL_FIELDS:
+                value = mask_url(value)
+            elif f.name == "extra":
+                value = sorted(value)
+            shown.append(f"{f.name}={value!r}")
+        return f"{type(self).__name__}({', '.join(shown)})"
+
+    __str__ = __repr__
+
     def to_env(self) -> dict[str, str]:
         """The ``ORCH_*`` variables that rebuild these settings in a child process."""
         env = {
@@ -125,7 +180,7 @@ class Settings:
             "ORCH_REDIS_URL": self.redis_url,
             "ORCH_BROKER_URL": self.broker_url,
             "ORCH_S3_ACCESS_KEY": self.s3_access_key,
-            "ORCH_S3_SECRET_KEY": self.s3_secret_key,
+            "ORCH_S3_SECRET_KEY": self.s3_secret_key.get_secret_value(),
             "ORCH_S3_BUCKET": self.s3_bucket,
             "ORCH_S3_SECURE": str(self.s3_secure).lower(),
             "ORCH_TEMPLATES_DIR": str(self.templates_dir),
@@ -143,8 +198,8 @@ class Settings:
             env["ORCH_S3_ENDPOINT"] = self.s3_endpoint
         if self.llm_base_url:
             env["ORCH_LLM_BASE_URL"] = self.llm_base_url
-        if self.llm_api_key:
-            env["ORCH_LLM_API_KEY"] = self.llm_api_key
+        if api_key := self.llm_api_key.get_secret_value():
+            env["ORCH_LLM_API_KEY"] = api_key
         return env
 
     def with_overrides(self, **changes: object) -> Settings:
@@ -153,14 +208,28 @@ class Settings:
 
     def describe(self) -> dict[str, str]:
         """Settings as strings with secrets masked, for ``/health`` and logs."""
-        secret = {"s3_secret_key", "llm_api_key"}
-        return {
-            f.name: (
-                "***" if f.name in secret and getattr(self, f.name) else str(getattr(self, f.name))
-            )
-            for f in fields(self)
-            if f.name != "extra"
-        }
+        described = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in SECRET_FIELDS:
+                described[f.name] = MASK if value.get_secret_value() else ""
+            elif f.name in URL_FIELDS:
+                described[f.name] = mask_url(value)
+            elif f.name != "extra":
+                described[f.name] = str(value)
+        return described
+
+
+def read_env_file(path: Path) -> dict[str, str]:
+    """The ``ORCH_*`` variables of a ``.env`` file (none when it does not exist). Only those:
+    ``PROMETHEUS_MULTIPROC_DIR`` is read by prometheus_client itself, from the environment."""
+    if not path.is_file():
+        return {}
+    return {
+        name: value
+        for name, value in dotenv_values(path, interpolate=False).items()
+        if name.startswith("ORCH_") and value is not None
+    }
 
 
 # -- one parser per variable: each names the variable in its error -----------------------------

@@ -60,7 +60,8 @@ def weed(data_dir: Path) -> WeedServer:
     """The session's own ``weed mini`` (started by ``s3_server``): on free ports, so sessions
     running side by side never share one, nor stop one another's."""
     defaults = Settings()
-    return WeedServer(data_dir / "s3", defaults.s3_access_key, defaults.s3_secret_key)
+    secret_key = defaults.s3_secret_key.get_secret_value()
+    return WeedServer(data_dir / "s3", defaults.s3_access_key, secret_key)
 
 
 @pytest.fixture(scope="session")

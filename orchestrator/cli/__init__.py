@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from typing import NoReturn
 
 import click
 from redis.exceptions import RedisError
@@ -10,6 +11,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from orchestrator import __version__
 from orchestrator.errors import OrchestratorError
+from orchestrator.logs import REDACTED, secrets_of
 from orchestrator.settings import Settings
 
 
@@ -20,11 +22,18 @@ class OrchestratorGroup(click.Group):
         try:
             return super().invoke(ctx)
         except OrchestratorError as exc:
-            click.secho(f"error: {exc}", fg="red", err=True)
-            sys.exit(1)
+            _fail(ctx, f"error: {exc}")
         except (RedisError, SQLAlchemyError, OSError) as exc:  # a dependency went away mid-run
-            click.secho(f"error: {exc.__class__.__name__}: {exc}", fg="red", err=True)
-            sys.exit(1)
+            _fail(ctx, f"error: {exc.__class__.__name__}: {exc}")
+
+
+def _fail(ctx: click.Context, message: str) -> NoReturn:
+    """Print the one line, any configured secret in it replaced, and exit 1."""
+    if isinstance(ctx.obj, Settings):
+        for secret in secrets_of(ctx.obj):
+            message = message.replace(secret, REDACTED)
+    click.secho(message, fg="red", err=True)
+    sys.exit(1)
 
 
 @click.group(cls=OrchestratorGroup)

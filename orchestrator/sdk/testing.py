@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import SecretStr
+
 from orchestrator.sdk import StageContext
 from orchestrator.settings import Settings
 
@@ -66,7 +68,7 @@ def stage_context(
 
 def llm_settings(base_url: str) -> Settings:
     """Settings that point the workers at a local OpenAI-protocol server."""
-    return Settings(llm_base_url=base_url, llm_api_key="sk-test", llm_model="test-model")
+    return Settings(llm_base_url=base_url, llm_api_key=SecretStr("sk-test"), llm_model="test-model")
 
 
 def output_of(result: Any) -> Any:

@@ -78,7 +78,7 @@ def ensure_running(settings: Settings, *, timeout_s: float = 30.0) -> EmbeddedS3
                         "credentials": [
                             {
                                 "accessKey": settings.s3_access_key,
-                                "secretKey": settings.s3_secret_key,
+                                "secretKey": settings.s3_secret_key.get_secret_value(),
                             }
                         ],
                         "actions": ["Admin", "Read", "Write", "List", "Tagging"],

@@ -247,7 +247,7 @@ def stack(
     base = tmp_path_factory.mktemp("durability")
     redis_server = RedisServer(base / "redis")
     redis_server.start()
-    s3 = WeedServer(base / "s3", settings.s3_access_key, settings.s3_secret_key)
+    s3 = WeedServer(base / "s3", settings.s3_access_key, settings.s3_secret_key.get_secret_value())
     ours = settings.with_overrides(
         data_dir=base,
         redis_url=redis_server.url,

@@ -128,7 +128,7 @@ def test_json_logs_bind_the_stage_and_never_hold_a_secret(
     assert any(r.get("worker_type") == "coordinator" for r in of_run)
     # A packet (its data_ref and checksum) is logged at DEBUG only; the workers log INFO.
     assert not [r for r in records if "data_ref" in json.dumps(r)]
-    secrets = [*api_server.keys.values(), e2e_settings.s3_secret_key]
+    secrets = [*api_server.keys.values(), e2e_settings.s3_secret_key.get_secret_value()]
     leaked = [s for s in secrets if s in text]
     assert not leaked, "a secret reached the logs"
 
@@ -144,7 +144,7 @@ def test_a_log_line_with_undecodable_feed_text_is_still_one_json_line(
         "logs.configure(settings)\n"
         "logs.bind(execution_id='e1', stage_id='fetch', worker_type='feed', attempt=2)\n"
         "feed = b'caf\\xe9 \\xff'.decode('utf-8', 'surrogateescape')\n"
-        "secret = settings.s3_secret_key\n"
+        "secret = settings.s3_secret_key.get_secret_value()\n"
         "logging.getLogger('workers.feed').warning('bad feed %s with %s', feed, secret)\n"
     )
     env = {

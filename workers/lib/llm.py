@@ -131,7 +131,8 @@ class LLMClient:
         """The configured client, or None when no LLM is configured (offline methods)."""
         if not settings.llm_base_url:
             return None
-        return cls(settings.llm_base_url, settings.llm_model, settings.llm_api_key, **options)
+        api_key = settings.llm_api_key.get_secret_value()
+        return cls(settings.llm_base_url, settings.llm_model, api_key, **options)
 
     def close(self) -> None:
         self._http.close()
