@@ -28,7 +28,7 @@ BEARER: dict[str, Any] = {"bearer": {"type": "http", "scheme": "bearer"}}
 
 
 def create_app(settings: Settings, runtime: Runtime | None = None) -> OpenAPI:
-    from orchestrator.api import catalog, executions, ops
+    from orchestrator.api import catalog, dashboard, executions, links, ops
 
     app = OpenAPI(
         "orchestrator",
@@ -62,11 +62,13 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> OpenAPI:
         # The key first: a caller without one learns nothing, not even how its body parses,
         # and costs no parsing.
         g.started = time.perf_counter()
-        if request.endpoint in PUBLIC or request.endpoint is None:
+        if request.endpoint in PUBLIC or request.endpoint in dashboard.ENDPOINTS:
+            return  # (the dashboard's pages answer a missing key with their login form)
+        if request.endpoint is None:
             return
         header = request.headers.get("Authorization")
-        if header is None and request.endpoint == "ops.dashboard" and request.args.get("key"):
-            header = f"Bearer {request.args['key']}"  # a browser cannot send the header
+        if header is None and request.method == "GET":
+            header = dashboard.cookie_header()  # the page's own reads; never a write
         g.principal = authenticate(runtime.db, header)
         if request.method in {"POST", "PUT", "PATCH"}:
             raw = request.get_data(cache=True)
@@ -81,7 +83,9 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> OpenAPI:
     app.register_api(executions.api)
     app.register_api(catalog.api)
     app.register_api(ops.api)
+    app.register_api(dashboard.api)
     ops.register_docs(app)
+    links.add_links(app.api_doc)  # the document is built once; the links join it
     _document_errors(app.api_doc)
     return app
 

@@ -171,6 +171,9 @@ class ExecutionOut(BaseModel):
     started_at: str | None
     completed_at: str | None
     progress_url: str
+    #: What the run was told before it started: ``time_ms`` (p10, p50, p90), ``cost_usd`` and
+    #: each stage's time interval (``stages``); none for runs recorded before estimates.
+    estimate: dict[str, Any] | None = None
     stages: list[StageOut] | None = None
 
 

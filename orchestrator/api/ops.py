@@ -1,8 +1,7 @@
-"""Health, metrics, the OpenAPI document, its docs page and the dashboard."""
+"""Health, metrics, the OpenAPI document and its docs page (the dashboard: ``dashboard.py``)."""
 
 from __future__ import annotations
 
-from importlib import resources as package_files
 from typing import Any
 
 from flask import Flask, Response, current_app, g, jsonify, redirect, request
@@ -78,12 +77,3 @@ def register_docs(app: Flask) -> None:
     from flask_openapi3_swagger.plugins import RegisterPlugin  # type: ignore[import-untyped]
 
     app.register_blueprint(RegisterPlugin.register(doc_url="/openapi.json"), url_prefix="/docs")
-
-
-@api.get("/dashboard", security=[{"bearer": []}])
-def dashboard() -> Response:
-    """The monitoring page (open it as /dashboard?key=<monitor key> in a browser)."""
-    g.principal.require(Scope.MONITOR)
-    page = (package_files.files("orchestrator") / "static" / "dashboard.html").read_text()
-    # The page is opened as /dashboard?key=...: no Referer may carry that URL onwards.
-    return Response(page, mimetype="text/html", headers={"Referrer-Policy": "no-referrer"})

@@ -50,6 +50,7 @@ def serialize(
         "started_at": iso(execution.started_at),
         "completed_at": iso(execution.completed_at),
         "progress_url": f"/progress/{execution.execution_id}",
+        "estimate": execution.estimate,
     }
     if stages is not None:
         body["stages"] = [

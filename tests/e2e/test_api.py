@@ -78,7 +78,6 @@ def test_health_needs_no_key_and_reports_each_dependency_to_a_monitor_key(api_se
         ("GET", "/resources", "client", 403),
         ("GET", "/workers", "client", 403),
         ("GET", "/metrics", "client", 403),
-        ("GET", "/dashboard", "client", 403),
         ("GET", "/executions", "monitor", 200),
         ("GET", "/resources", "monitor", 200),
         ("POST", "/execute", "monitor", 403),
@@ -235,7 +234,7 @@ def test_resources_metrics_openapi_dashboard(api_server: Api) -> None:
     spec = api_server.call("GET", "/openapi.json").json()
     assert spec["openapi"].startswith("3.")
     assert "/execute" in spec["paths"] and "/executions/{execution_id}" in spec["paths"]
-    page = api_server.http.get("/dashboard", params={"key": api_server.keys["monitor"]})
+    page = api_server.call("GET", "/dashboard", key="monitor")
     assert page.status_code == 200 and "<title>Orchestrator dashboard</title>" in page.text
 
 

@@ -53,8 +53,9 @@ def test_the_dashboard_key_stays_out_of_the_access_log(
         params={"key": key, "probe": marker},
         headers={"Referer": f"{api_server.url}/dashboard?key={key}"},
     )
-    assert page.status_code == 200
-    assert page.headers["Referrer-Policy"] == "no-referrer"
+    # The old ?key= URL only redirects to the bare page (the login form) and sets nothing.
+    assert page.status_code == 303 and page.headers["Location"] == "/dashboard"
+    assert "set-cookie" not in page.headers
     line = _wait_for_line(e2e_settings.data_dir / "api.log", marker)
     assert "/dashboard?key=[redacted]" in line
     assert key not in (e2e_settings.data_dir / "api.log").read_text()
