@@ -161,7 +161,9 @@ def breakdown(runtime: Runtime, ids: list[str]) -> list[str]:
 
 
 def main() -> None:
-    settings = bench_settings(REDIS_DB, "orch-bench-")
+    # BENCH_TASK_EVENTS=false measures the engine without Celery's monitoring events.
+    events_on = os.environ.get("BENCH_TASK_EVENTS", "true") != "false"
+    settings = bench_settings(REDIS_DB, "orch-bench-").with_overrides(task_events=events_on)
     s3 = ensure_running(settings.with_overrides(data_dir=ROOT / "var" / "bench-s3"))
     migrations.upgrade(settings)
     os.environ.update(settings.to_env())
@@ -235,6 +237,7 @@ def main() -> None:
         defaults_stage = (median_ms(defaults[STAGES]) - median_ms(defaults[SHORT])) / span
         lines += [
             f"linear pipeline of {STAGES} no-op stages, echo worker prefork c=2, Redis broker, "
+            f"task events {'on' if events_on else 'off'}, "
             f"median of {REPEATS} alternating runs (load average {os.getloadavg()[0]:.1f} on "
             f"{os.cpu_count()} cores):",
             f"  per-stage overhead (slope from {SHORT} to {STAGES} stages):",

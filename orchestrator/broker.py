@@ -47,10 +47,11 @@ def make_app(settings: Settings, registry: Registry) -> Celery:
         task_default_queue=COORDINATOR_QUEUE,
         task_default_exchange="orchestrator",
         task_routes=(_route,),
-        # Events on, so Flower sees every task from the moment it is sent.
-        worker_send_task_events=True,
-        task_send_sent_event=True,
-        task_track_started=True,
+        # Events (ORCH_TASK_EVENTS, on by default), so Flower sees every task from the moment
+        # it is sent; they cost a few broker messages per stage and serve monitoring only.
+        worker_send_task_events=settings.task_events,
+        task_send_sent_event=settings.task_events,
+        task_track_started=settings.task_events,
         # Stages are idempotent (output keys derive from execution, stage and inputs), so a
         # message is acknowledged only after it ran, and a worker killed mid-stage gives the
         # message back instead of losing it (celery#3541, #7924).

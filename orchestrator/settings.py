@@ -112,6 +112,9 @@ class Settings:
     metrics_dir: Path | None = None
     #: A worker process serves the summed metrics on this port (0: none; the API always does).
     metrics_port: int = 0
+    #: Celery task events and the STARTED state (what Flower shows): a few broker messages
+    #: per stage that serve monitoring only; off makes each stage cheaper, Flower blind.
+    task_events: bool = True
     extra: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -191,6 +194,7 @@ class Settings:
             "ORCH_CORPUS_PORT": str(self.corpus_port),
             "ORCH_LLM_MODEL": self.llm_model,
             "ORCH_LOG_FORMAT": self.log_format,
+            "ORCH_TASK_EVENTS": str(self.task_events).lower(),
         }
         if self.metrics_dir is not None:
             env["PROMETHEUS_MULTIPROC_DIR"] = str(self.metrics_dir)
@@ -313,6 +317,7 @@ _VARIABLES: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "ORCH_OUTPUT_TTL_S": ("output_ttl_s", _positive_int),
     "ORCH_LOG_FORMAT": ("log_format", _log_format),
     "ORCH_METRICS_PORT": ("metrics_port", _port),
+    "ORCH_TASK_EVENTS": ("task_events", _truthy),
     # prometheus_client reads this one itself, before any metric exists; named as it documents.
     "PROMETHEUS_MULTIPROC_DIR": ("metrics_dir", _directory),
 }

@@ -37,3 +37,22 @@ def test_no_server_errors_and_responses_match_the_schema(
             case.call_and_validate(checks=[not_a_server_error, response_schema_conformance])
 
         check()
+
+
+def test_the_execute_progress_cancel_resume_flow_holds_statefully(
+    api_schema: schemathesis.schemas.BaseSchema,
+) -> None:
+    """schemathesis walks the document's links with real execution ids: execute, then
+    follow, inspect, cancel, resume and fetch it, in any order, never a 5xx."""
+    links = api_schema.raw_schema["paths"]["/execute"]["post"]["responses"]["202"]["links"]
+    assert {"GetExecution", "CancelExecution", "ResumeExecution"} <= set(links)
+    machine = api_schema.as_state_machine()
+    machine.run(
+        settings=settings(
+            max_examples=8,
+            stateful_step_count=4,
+            deadline=None,
+            suppress_health_check=list(HealthCheck),
+            database=None,
+        )
+    )
