@@ -28,9 +28,21 @@ def create_celery_app(settings: Settings) -> Celery:
     app = make_app(settings, registry)
     tasks.register(app, settings, registry)
     logs.install(app, settings)
+    if settings.tracing:
+        _trace_workers()
     if settings.metrics_port:
         _serve_metrics(app, settings)
     return app
+
+
+def _trace_workers() -> None:
+    """Instrument each worker process after the fork (and this one, for solo pools)."""
+    from celery.signals import worker_process_init
+
+    from orchestrator.ops.tracing import instrument
+
+    instrument("orchestrator-worker")
+    worker_process_init.connect(lambda **_: instrument("orchestrator-worker"), weak=False)
 
 
 def _serve_metrics(app: Celery, settings: Settings) -> None:

@@ -115,6 +115,8 @@ class Settings:
     #: Celery task events and the STARTED state (what Flower shows): a few broker messages
     #: per stage that serve monitoring only; off makes each stage cheaper, Flower blind.
     task_events: bool = True
+    #: OpenTelemetry traces (the ``otel`` extra): one trace per run across every process.
+    tracing: bool = False
     extra: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -195,6 +197,7 @@ class Settings:
             "ORCH_LLM_MODEL": self.llm_model,
             "ORCH_LOG_FORMAT": self.log_format,
             "ORCH_TASK_EVENTS": str(self.task_events).lower(),
+            "ORCH_TRACING": str(self.tracing).lower(),
         }
         if self.metrics_dir is not None:
             env["PROMETHEUS_MULTIPROC_DIR"] = str(self.metrics_dir)
@@ -318,6 +321,7 @@ _VARIABLES: dict[str, tuple[str, Callable[[str, str], object]]] = {
     "ORCH_LOG_FORMAT": ("log_format", _log_format),
     "ORCH_METRICS_PORT": ("metrics_port", _port),
     "ORCH_TASK_EVENTS": ("task_events", _truthy),
+    "ORCH_TRACING": ("tracing", _truthy),
     # prometheus_client reads this one itself, before any metric exists; named as it documents.
     "PROMETHEUS_MULTIPROC_DIR": ("metrics_dir", _directory),
 }

@@ -86,6 +86,10 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> OpenAPI:
     app.register_api(dashboard.api)
     ops.register_docs(app)
     links.add_links(app.api_doc)  # the document is built once; the links join it
+    if settings.tracing:
+        from orchestrator.ops.tracing import instrument
+
+        instrument("orchestrator-api", flask_app=app)
     _document_errors(app.api_doc)
     return app
 

@@ -39,6 +39,7 @@ from orchestrator.engine.canvas import build_canvas
 from orchestrator.engine.events import execution_event, final_event
 from orchestrator.engine.run_state import RunMeta, RunState, StageRecord, now_ms
 from orchestrator.errors import Conflict, NotFound, ResourceExhausted, ValidationFailed
+from orchestrator.ops.tracing import annotate, span
 from orchestrator.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -114,6 +115,29 @@ def submit(
     client_id: str | None = None,
     request_id: str | None = None,
     priority: Priority = Priority.NORMAL,
+) -> tuple[PipelineExecution, bool]:
+    """``_submit`` in the run's first span: its trace follows the run through every task."""
+    with span("submit", template=template_name, client=client_id, priority=str(priority)):
+        execution, created = _submit(
+            runtime,
+            template_name,
+            parameters,
+            client_id=client_id,
+            request_id=request_id,
+            priority=priority,
+        )
+        annotate(execution=execution.execution_id, created=created)
+        return execution, created
+
+
+def _submit(
+    runtime: Runtime,
+    template_name: str,
+    parameters: dict[str, Any],
+    *,
+    client_id: str | None,
+    request_id: str | None,
+    priority: Priority,
 ) -> tuple[PipelineExecution, bool]:
     """Record a new execution with its estimate and hand it to the coordinator; idempotent
     per request id. The estimate (and each stage's features) is what the run will be judged
@@ -222,9 +246,11 @@ def start(runtime: Runtime, execution_id: str) -> str:
     stages = bind(template, execution.parameters)
     if execution.rerun_stages is not None:  # a resume: only what did not complete runs
         stages = [s for s in stages if s.id in set(execution.rerun_stages)]
-    decision = runtime.admission.reserve(
-        execution_id, run_needs(stages, runtime.unusable), Priority(execution.priority), wait=True
-    )
+    with span("admission", execution=execution_id):
+        decision = runtime.admission.reserve(
+            execution_id, run_needs(stages, runtime.unusable), Priority(execution.priority)
+        )
+        annotate(decision=str(decision.status))
     state = RunState(runtime.redis)
     if decision.status == AdmissionDecision.ADMITTED:
         launch(runtime, execution_id)
@@ -408,6 +434,20 @@ def finish(
     ``launch`` is given by the canvas's last task: the canvas of an earlier launch (or one
     whose live state was lost) closes nothing; the current launch or the reconciler does.
     """
+    with span("finish", execution=execution_id, status=status and str(status)):
+        outcome = _finish(runtime, execution_id, status=status, error=error, launch=launch)
+        annotate(outcome=outcome)
+        return outcome
+
+
+def _finish(
+    runtime: Runtime,
+    execution_id: str,
+    *,
+    status: ExecutionStatus | None,
+    error: str | None,
+    launch: str | None,
+) -> str:
     state = RunState(runtime.redis)
     if launch is not None and state.meta(execution_id).get("launch") != launch:
         return load(runtime, execution_id).status

@@ -30,6 +30,7 @@ from orchestrator.engine.run_state import RunMeta, RunState, StageRecord, now_ms
 from orchestrator.engine.stage.leases import LeaseKeeper
 from orchestrator.engine.stage.sink import RunSink, remaining_ms
 from orchestrator.errors import OrchestratorError, TransientStageError
+from orchestrator.ops.tracing import annotate, span
 from orchestrator.runtime import Runtime
 from orchestrator.sdk import Action, StageContext, StageResult
 
@@ -65,6 +66,23 @@ def run_stage(
     task_id: str | None,
     launch: str | None = None,
 ) -> Outcome:
+    """One attempt of a stage, in its span of the run's trace."""
+    with span("stage", execution=execution_id, stage=stage_id, attempt=attempt):
+        return _run_stage(
+            runtime, execution_id, stage_id, deps, attempt=attempt, task_id=task_id, launch=launch
+        )
+
+
+def _run_stage(
+    runtime: Runtime,
+    execution_id: str,
+    stage_id: str,
+    deps: list[str],
+    *,
+    attempt: int,
+    task_id: str | None,
+    launch: str | None,
+) -> Outcome:
     entered = time.perf_counter()
     state = RunState(runtime.redis)
     spec, meta, upstream, record = state.stage_inputs(execution_id, stage_id, deps)
@@ -82,6 +100,7 @@ def run_stage(
         return Outcome(None, stale=True)
     if record.get("status") in {StageStatus.COMPLETED, StageStatus.CACHED, StageStatus.SKIPPED}:
         return Outcome(state.packets(execution_id).get(stage_id))  # redelivered: already done
+    annotate(worker_type=spec["worker"], action=spec["action"])
     stage = _Stage(runtime, state, execution_id, stage_id, spec, meta, attempt, task_id)
     stage.lap("inputs", entered)
     stage.timing["entered_at"] = round(time.time() * 1000 - stage.timing["inputs"], 3)
@@ -258,6 +277,7 @@ class _Stage:
         ttl = timedelta(seconds=self.runtime.settings.output_ttl_s)
         ref = self.runtime.outputs.write(stem, result.output, ttl=ttl)
         self.lap("write")
+        annotate(bytes_read=sum(r.size_bytes for r in refs.values()), bytes_written=ref.size_bytes)
         moved.labels(action.worker_type, "written").inc(ref.size_bytes)
         return result, ref
 
