@@ -174,6 +174,14 @@ class Admission:
                 used[(name, "month")] = max(0.0, mu - held) if m == month else 0.0
         return now, used
 
+    def load(self) -> tuple[int, int]:
+        """Runs holding a lease (running or about to), runs waiting for admission: one trip."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.zcard(self.prefix + "leases")
+        pipe.zcard(self.prefix + "pending")
+        running, waiting = pipe.execute()
+        return int(running), int(waiting)
+
     def admitted_before(self, cutoff_ms: int) -> list[str]:
         """Runs admitted before ``cutoff_ms`` (Redis time) whose launch has not happened."""
         key = self.prefix + ADMITTED_KEY

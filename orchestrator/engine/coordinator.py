@@ -152,7 +152,8 @@ def _submit(
             return existing, False
     template, stages = template_registry.prepare(runtime, template_name, parameters)
     check_admissible(runtime, run_needs(stages, runtime.unusable), client_id)
-    estimate = estimates.cost_and_time(runtime, stages)
+    running, waiting = runtime.admission.load()
+    estimate = estimates.estimate_now(runtime, stages, running, waiting)
     execution = PipelineExecution(
         execution_id=f"exec_{uuid.uuid4().hex[:20]}",
         request_id=request_id,
@@ -164,7 +165,7 @@ def _submit(
         status=ExecutionStatus.PENDING,
         estimated_cost_usd=round(estimate.cost_usd, 10),
         estimated_time_ms=estimate.time_ms,
-        estimate=estimates.recorded(estimate),
+        estimate=estimates.recorded(estimate, running, waiting),
     )
     try:
         with runtime.db.session() as session:

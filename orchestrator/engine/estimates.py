@@ -106,11 +106,7 @@ def estimate_run(
     needs = run_needs(stages, runtime.unusable)
     snapshot = runtime.admission.snapshot()
     reasons, availability = _availability(runtime, needs.quotas, needs.workers, snapshot)
-    first = cost_and_time(runtime, stages)
-    # Runs waiting for admission go first, served about as many at a time as run now.
-    waiting, running = snapshot["pending_runs"], max(1, snapshot["leases"])
-    wait_ms = waiting * first.time.p50 / running if waiting else 0.0
-    result = cost_and_time(runtime, stages, queue_wait_ms=wait_ms) if wait_ms else first
+    result = estimate_now(runtime, stages, snapshot["leases"], snapshot["pending_runs"])
     return {
         "feasible": not reasons,
         **result.as_dict(),
@@ -163,13 +159,27 @@ def _availability(
     return reasons, availability
 
 
-def recorded(result: Estimate) -> dict[str, Any]:
-    """What a run keeps of its estimate, to be judged by when it ends."""
+def estimate_now(
+    runtime: Runtime, stages: list[BoundStage], running: int, waiting: int
+) -> Estimate:
+    """The estimate with the wait behind the runs queued now: they go first, served about as
+    many at a time as run now."""
+    first = cost_and_time(runtime, stages)
+    if not waiting:
+        return first
+    wait_ms = waiting * first.time.p50 / max(1, running)
+    return cost_and_time(runtime, stages, queue_wait_ms=wait_ms)
+
+
+def recorded(result: Estimate, running: int, waiting: int) -> dict[str, Any]:
+    """What a run keeps of its estimate, to be judged by when it ends, and the load it was
+    made under (the engine's own overhead is learned from runs that had the machine alone)."""
     body = result.as_dict()
     return {
         "time_ms": body["time_ms"],
         "cost_usd": body["cost_usd"],
         "stages": {s.stage: s.time.as_dict() for s in result.breakdown},
+        "backlog": {"running": running, "waiting": waiting},
     }
 
 
@@ -323,6 +333,9 @@ def _overheads(
 ) -> Iterable[tuple[dict[str, float], float]]:
     """Per run: what the engine added beyond its stages' own critical path."""
     for run in runs:
+        backlog = (run.estimate or {}).get("backlog")
+        if not backlog or backlog["running"] > 1 or backlog["waiting"] > 0:
+            continue  # others ran beside it: its time says how busy we were, not our overhead
         total = actual_time_ms(run)
         stages = run.stages
         if total is None or not stages or any(s.time_ms is None for s in stages):
