@@ -331,11 +331,13 @@ def actual_time_ms(run: PipelineExecution) -> float | None:
 def _overheads(
     runtime: Runtime, runs: list[PipelineExecution]
 ) -> Iterable[tuple[dict[str, float], float]]:
-    """Per run: what the engine added beyond its stages' own critical path."""
+    """Per run that had the engine to itself (no other run overlapped it: a run of a burst
+    says how busy the engine was, not what it costs; the queue wait is estimated apart), what
+    the engine added beyond its stages' own critical path."""
+    alone = _alone(runtime, runs)
     for run in runs:
-        backlog = (run.estimate or {}).get("backlog")
-        if not backlog or backlog["running"] > 1 or backlog["waiting"] > 0:
-            continue  # others ran beside it: its time says how busy we were, not our overhead
+        if run.execution_id not in alone:
+            continue
         total = actual_time_ms(run)
         stages = run.stages
         if total is None or not stages or any(s.time_ms is None for s in stages):
@@ -345,6 +347,33 @@ def _overheads(
         path = _path(deps, times)
         hops = _path(deps, dict.fromkeys(deps, 1.0))
         yield overhead_features(int(hops), len(stages)), max(0.0, total - path)
+
+
+def _alone(runtime: Runtime, runs: list[PipelineExecution]) -> set[str]:
+    """The runs of ``runs`` whose time (submission to end) no other run's overlapped."""
+    if not runs:
+        return set()
+    since = min(_aware(r.created_at) for r in runs)
+    with runtime.db.session() as session:
+        spans = session.execute(
+            select(
+                PipelineExecution.execution_id,
+                PipelineExecution.created_at,
+                PipelineExecution.completed_at,
+            ).where(PipelineExecution.created_at >= since)
+        ).all()
+    now = datetime.now(UTC)
+    intervals = sorted(
+        (_aware(start), _aware(end) if end else now, run_id) for run_id, start, end in spans
+    )
+    alone: set[str] = set()
+    reach = None  # the latest end among the runs that started before this one
+    for index, (start, end, run_id) in enumerate(intervals):
+        after = intervals[index + 1][0] if index + 1 < len(intervals) else None
+        if (reach is None or reach <= start) and (after is None or after >= end):
+            alone.add(run_id)
+        reach = end if reach is None else max(reach, end)
+    return alone
 
 
 def _path(deps: dict[str, list[str]], times: dict[str, float]) -> float:
