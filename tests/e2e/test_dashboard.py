@@ -171,10 +171,12 @@ def chrome() -> Any:
 def test_a_person_signs_in_and_watches_the_stage_boxes_change_during_a_live_run(
     api_server: Api, chrome: Any
 ) -> None:
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import WebDriverWait
 
-    wait = WebDriverWait(chrome, 90)
+    # The page redraws the boxes on each event: an element found may be gone a moment later.
+    wait = WebDriverWait(chrome, 90, ignored_exceptions=(StaleElementReferenceException,))
     chrome.get(f"{api_server.url}/dashboard")
     chrome.find_element(By.NAME, "key").send_keys("not a key")
     chrome.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
@@ -189,8 +191,10 @@ def test_a_person_signs_in_and_watches_the_stage_boxes_change_during_a_live_run(
     chrome.execute_script(RECORDER)
 
     def finished(driver: Any) -> bool:
-        boxes = driver.find_elements(By.CSS_SELECTOR, ".stage")
-        return bool(boxes) and all(b.get_attribute("data-status") == "completed" for b in boxes)
+        statuses = driver.execute_script(
+            "return [...document.querySelectorAll('.stage')].map(b => b.dataset.status)"
+        )
+        return bool(statuses) and all(status == "completed" for status in statuses)
 
     wait.until(finished)
     wait.until(lambda d: d.find_element(By.ID, "run-status").text == "completed")
@@ -205,8 +209,10 @@ def test_a_person_signs_in_and_watches_the_stage_boxes_change_during_a_live_run(
     assert any(not entry.endswith("=completed") for entry in seen), states
     assert {"one=completed", "two=completed", "three=completed"} <= seen
     assert states[-1] == ["one=completed", "two=completed", "three=completed"]
-    boxes = chrome.find_elements(By.CSS_SELECTOR, ".stage")
-    assert [b.find_element(By.CSS_SELECTOR, ".name").text for b in boxes] == ["one", "two", "three"]
+    names = chrome.execute_script(
+        "return [...document.querySelectorAll('.stage .name')].map(n => n.textContent)"
+    )
+    assert names == ["one", "two", "three"]
     assert "against p50" in chrome.find_element(By.ID, "run-summary").text
     assert not chrome.find_element(By.ID, "overview").is_displayed()  # the run view only
     assert chrome.get_cookie("orch_dashboard")["httpOnly"] is True
