@@ -11,6 +11,7 @@ from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
+from kombu.exceptions import ChannelError
 from sqlalchemy import func, select
 
 from orchestrator import template_registry
@@ -452,6 +453,10 @@ def _stalled(
     return True
 
 
+#: The depth assumed for a queue the broker could not report: enough not to call a run stalled.
+UNKNOWN_DEPTH = 1
+
+
 class QueueDepths:
     """Messages waiting in the broker per queue, and busy worker types, asked once a pass."""
 
@@ -467,11 +472,15 @@ class QueueDepths:
     def _ask(self, queue: str) -> int:
         try:
             with self.runtime.celery.connection_for_read() as connection:
+                connection.ensure_connection(max_retries=2)  # a pooled one may predate a restart
                 channel: Any = connection.default_channel
                 return int(channel.queue_declare(queue=queue, passive=True).message_count)
-        except Exception as exc:  # no such queue yet (nothing ever sent): nothing waits
+        except ChannelError as exc:  # no such queue (nothing ever sent to it): nothing waits
             log.debug("queue %s: %s", queue, exc)
             return 0
+        except Exception as exc:  # the broker did not answer: assume a backlog, not a stall
+            log.warning("could not read the depth of queue %s: %s", queue, exc)
+            return UNKNOWN_DEPTH
 
     def saturated(self, worker: str) -> bool:
         """Every capacity slot of the worker type is taken: a message may wait in a worker's

@@ -17,7 +17,7 @@ STAGES = ["a", "b", "c", "d", "e", "f"]
 
 def test_redis_restart_mid_run_is_resumed_to_completion(fresh: Stack) -> None:
     stack = fresh
-    execution_id = stack.submit("durable", {"seconds": 2})
+    execution_id = stack.submit("durable", {"seconds": 4})  # b runs long enough to be seen
     stack.wait_running(execution_id, "b")
     stack.redis_server.kill()
     time.sleep(1)

@@ -180,10 +180,12 @@ def test_a_person_signs_in_and_watches_the_stage_boxes_change_during_a_live_run(
     chrome.get(f"{api_server.url}/dashboard")
     chrome.find_element(By.NAME, "key").send_keys("not a key")
     chrome.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
-    assert "unknown or revoked" in chrome.find_element(By.ID, "message").text
+    # The form posts and the login page comes back: read its message once it has loaded.
+    wait.until(lambda d: "unknown or revoked" in d.find_element(By.ID, "message").text)
 
     run = execute(api_server, "slow", {"seconds": 2})["execution_id"]
     chrome.get(f"{api_server.url}/dashboard/runs/{run}")  # the form remembers where to go
+    wait.until(lambda d: d.find_elements(By.NAME, "key"))
     chrome.find_element(By.NAME, "key").send_keys(api_server.keys["admin"])
     chrome.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
     wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, ".stage")) == 3)
