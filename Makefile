@@ -52,7 +52,7 @@ worker: install ## one worker process: make worker TYPE=<worker type>
 workers: install ## the coordinator and one worker process per worker type
 	$(BIN)/orchestrator workers
 
-beat: install ## Celery beat (reconciler, worker health)
+beat: install ## Celery beat (reconciler, estimate refits, housekeeping, worker health)
 	$(BIN)/orchestrator beat
 
 flower: install ## Flower on :5555

@@ -59,7 +59,7 @@ from orchestrator.ops.supervisor import (
 )
 from orchestrator.runtime import Runtime
 from orchestrator.settings import Settings
-from orchestrator.storage.embedded import EmbeddedS3, ensure_running
+from orchestrator.storage.embedded import EmbeddedS3, ensure_running, write_identities
 from tests.workers.openai_server import Answer, OpenAIServer, Received, completion
 
 REDIS_DB = 11
@@ -227,24 +227,8 @@ def private_store(settings: Settings) -> tuple[Settings, EmbeddedS3, str]:
     directory.mkdir(parents=True, exist_ok=True)
     ports = {name: free_port() for name in ("s3", "master", "filer", "volume")}
     private = settings.with_overrides(s3_endpoint=f"127.0.0.1:{ports['s3']}", s3_embedded=False)
-    config = directory / "s3-identities.json"
-    config.write_text(
-        json.dumps(
-            {
-                "identities": [
-                    {
-                        "name": settings.s3_access_key,
-                        "credentials": [
-                            {
-                                "accessKey": settings.s3_access_key,
-                                "secretKey": settings.s3_secret_key.get_secret_value(),
-                            }
-                        ],
-                        "actions": ["Admin", "Read", "Write", "List", "Tagging"],
-                    }
-                ]
-            }
-        )
+    config = write_identities(
+        directory, settings.s3_access_key, settings.s3_secret_key.get_secret_value()
     )
     weed = Path(sys.executable).with_name("weed")
     arguments = [

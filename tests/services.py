@@ -4,7 +4,6 @@ other's servers."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -17,6 +16,7 @@ from pathlib import Path
 import redis
 
 from orchestrator.errors import OrchestratorError
+from orchestrator.storage.embedded import write_identities
 
 #: Errors a test loop rides out while a service it killed comes back.
 OUTAGE_ERRORS = (redis.ConnectionError, redis.TimeoutError, OrchestratorError, OSError)
@@ -116,17 +116,7 @@ class WeedServer:
     def start(self, ready: Callable[[], None]) -> None:
         """Start (again, on the same directory and ports) and return once ``ready`` passes."""
         self.directory.mkdir(parents=True, exist_ok=True)
-        identities = {
-            "identities": [
-                {
-                    "name": self.access_key,
-                    "credentials": [{"accessKey": self.access_key, "secretKey": self.secret_key}],
-                    "actions": ["Admin", "Read", "Write", "List", "Tagging"],
-                }
-            ]
-        }
-        config = self.directory / "s3-identities.json"
-        config.write_text(json.dumps(identities))
+        config = write_identities(self.directory, self.access_key, self.secret_key)
         p = self.ports
         weed = Path(sys.executable).with_name("weed")
         log = (self.directory / "weed.log").open("ab")

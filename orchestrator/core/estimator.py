@@ -18,7 +18,7 @@ from __future__ import annotations
 import graphlib
 import math
 from collections.abc import Mapping, Sequence, Set
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -145,6 +145,12 @@ class Estimate:
     def time_ms(self) -> int:
         return round(self.time.p50)
 
+    def after_wait(self, wait_ms: float) -> Estimate:
+        """The same run started ``wait_ms`` later: behind the runs queued ahead of it."""
+        wait = max(0.0, wait_ms)
+        shifted = Quantiles(self.time.p10 + wait, self.time.p50 + wait, self.time.p90 + wait)
+        return replace(self, time=shifted, queue_wait_ms=int(wait))
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "estimated_cost_usd": round(self.cost_usd, 6),
@@ -192,7 +198,6 @@ def estimate(
     prices: Mapping[str, float] | None = None,
     unusable: Set[str] = frozenset(),
     needs: Mapping[str, str] | None = None,
-    queue_wait_ms: float = 0.0,
 ) -> Estimate:
     """Quantiles of the run's time and its cost; ``unusable`` are resources this run cannot
     use (they need what is not configured): neither reserved nor priced; ``needs`` names what a
@@ -228,7 +233,7 @@ def estimate(
     finish = _finish_times(stages, time_at)
     path = np.max(np.vstack(list(finish.values())), axis=0) if finish else np.zeros(len(LEVELS))
     overhead = _overhead(stages, knowledge.overhead)
-    p10, p50, p90 = (float(v) for v in path + overhead + max(0.0, queue_wait_ms))
+    p10, p50, p90 = (float(v) for v in path + overhead)
     coverage = knowledge.coverage
     return Estimate(
         time=Quantiles(p10, p50, p90),
@@ -238,7 +243,6 @@ def estimate(
         confidence_runs=coverage.runs,
         breakdown=[breakdown[s.id] for s in stages],
         overhead_ms=int(overhead[1]),
-        queue_wait_ms=int(max(0.0, queue_wait_ms)),
     )
 
 

@@ -162,9 +162,13 @@ class Admission:
     def spent(self, resources: list[str]) -> tuple[int, dict[tuple[str, str], float]]:
         """Redis time now, and the units of ``resources`` used (settled, not merely held)
         in the current day and month windows: what no release will give back."""
-        seconds, micros = self.redis.time()
+        pipe = self.redis.pipeline(transaction=False)  # one round trip for the clock and all
+        pipe.time()
+        if resources:
+            pipe.hmget(f"{self.prefix}q", resources)
+        (seconds, micros), *rest = pipe.execute()
+        values: list[Any] = rest[0] if rest else []
         now = seconds * 1000 + micros // 1000
-        values: list[Any] = self.redis.hmget(f"{self.prefix}q", resources) if resources else []
         day, month = quota.day_window(now), quota.month_window(now)
         used: dict[tuple[str, str], float] = {}
         for name, value in zip(resources, values, strict=True):
@@ -191,12 +195,20 @@ class Admission:
         """The run's launch happened (or is moot): it is no longer waiting for one."""
         self.redis.zrem(self.prefix + ADMITTED_KEY, run_id)
 
-    def holds(self, run_id: str) -> bool:
-        """The run holds a lease, waits in the queue or waits for its launch."""
+    def held(self, run_ids: list[str]) -> set[str]:
+        """Those of ``run_ids`` that hold a lease, wait in the queue or wait for their launch
+        (one round trip for all of them)."""
+        keys = [self.prefix + key for key in ("leases", "pending", ADMITTED_KEY)]
         pipe = self.redis.pipeline(transaction=False)
-        for key in ("leases", "pending", ADMITTED_KEY):
-            pipe.zscore(self.prefix + key, run_id)
-        return any(score is not None for score in pipe.execute())
+        for run_id in run_ids:
+            for key in keys:
+                pipe.zscore(key, run_id)
+        scores = pipe.execute()
+        return {
+            run_id
+            for i, run_id in enumerate(run_ids)
+            if any(score is not None for score in scores[3 * i : 3 * i + 3])
+        }
 
     def renew(self, run_id: str) -> bool:
         return bool(self._scripts["renew"](args=[self.prefix, run_id, self.lease_ttl_ms]))

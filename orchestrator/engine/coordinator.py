@@ -39,7 +39,7 @@ from orchestrator.engine.canvas import build_canvas
 from orchestrator.engine.events import execution_event, final_event
 from orchestrator.engine.run_state import RunMeta, RunState, StageRecord, now_ms
 from orchestrator.errors import Conflict, NotFound, ResourceExhausted, ValidationFailed
-from orchestrator.ops.tracing import annotate, span
+from orchestrator.ops.tracing import annotate, span, traced
 from orchestrator.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -107,6 +107,7 @@ def check_admissible(runtime: Runtime, needs: RunNeeds, client_id: str | None) -
             )
 
 
+@traced("submit", template="template_name", client="client_id")
 def submit(
     runtime: Runtime,
     template_name: str,
@@ -115,29 +116,6 @@ def submit(
     client_id: str | None = None,
     request_id: str | None = None,
     priority: Priority = Priority.NORMAL,
-) -> tuple[PipelineExecution, bool]:
-    """``_submit`` in the run's first span: its trace follows the run through every task."""
-    with span("submit", template=template_name, client=client_id, priority=str(priority)):
-        execution, created = _submit(
-            runtime,
-            template_name,
-            parameters,
-            client_id=client_id,
-            request_id=request_id,
-            priority=priority,
-        )
-        annotate(execution=execution.execution_id, created=created)
-        return execution, created
-
-
-def _submit(
-    runtime: Runtime,
-    template_name: str,
-    parameters: dict[str, Any],
-    *,
-    client_id: str | None,
-    request_id: str | None,
-    priority: Priority,
 ) -> tuple[PipelineExecution, bool]:
     """Record a new execution with its estimate and hand it to the coordinator; idempotent
     per request id. The estimate (and each stage's features) is what the run will be judged
@@ -167,6 +145,7 @@ def _submit(
         estimated_time_ms=estimate.time_ms,
         estimate=estimates.recorded(estimate, running, waiting),
     )
+    annotate(execution=execution.execution_id)
     try:
         with runtime.db.session() as session:
             session.add(execution)
@@ -422,6 +401,7 @@ def checkpoint_packets(
     }
 
 
+@traced("finish", execution="execution_id")
 def finish(
     runtime: Runtime,
     execution_id: str,
@@ -435,20 +415,7 @@ def finish(
     ``launch`` is given by the canvas's last task: the canvas of an earlier launch (or one
     whose live state was lost) closes nothing; the current launch or the reconciler does.
     """
-    with span("finish", execution=execution_id, status=status and str(status)):
-        outcome = _finish(runtime, execution_id, status=status, error=error, launch=launch)
-        annotate(outcome=outcome)
-        return outcome
 
-
-def _finish(
-    runtime: Runtime,
-    execution_id: str,
-    *,
-    status: ExecutionStatus | None,
-    error: str | None,
-    launch: str | None,
-) -> str:
     state = RunState(runtime.redis)
     if launch is not None and state.meta(execution_id).get("launch") != launch:
         return load(runtime, execution_id).status

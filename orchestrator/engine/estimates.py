@@ -82,9 +82,7 @@ def _request_refit(runtime: Runtime) -> None:
         runtime.celery.send_task("coordinator.refit_estimates")
 
 
-def cost_and_time(
-    runtime: Runtime, stages: list[BoundStage], *, queue_wait_ms: float = 0.0
-) -> Estimate:
+def cost_and_time(runtime: Runtime, stages: list[BoundStage]) -> Estimate:
     """The estimate of bound stages from the latest fit, prices and what this process's runs
     can use: cheap enough for every submission to record."""
     return estimate(
@@ -93,7 +91,6 @@ def cost_and_time(
         prices=runtime.pool.prices(),
         unusable=runtime.unusable,
         needs=runtime.pool.needs(),
-        queue_wait_ms=queue_wait_ms,
     )
 
 
@@ -164,11 +161,8 @@ def estimate_now(
 ) -> Estimate:
     """The estimate with the wait behind the runs queued now: they go first, served about as
     many at a time as run now."""
-    first = cost_and_time(runtime, stages)
-    if not waiting:
-        return first
-    wait_ms = waiting * first.time.p50 / max(1, running)
-    return cost_and_time(runtime, stages, queue_wait_ms=wait_ms)
+    alone = cost_and_time(runtime, stages)
+    return alone.after_wait(waiting * alone.time.p50 / max(1, running)) if waiting else alone
 
 
 def recorded(result: Estimate, running: int, waiting: int) -> dict[str, Any]:

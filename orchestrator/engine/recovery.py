@@ -257,7 +257,7 @@ def _requeue_orphans(runtime: Runtime, queues: QueueDepths) -> int:
             )
         ).all()
     key = redis_key("orphans")
-    suspects = {r for r in launchable if not runtime.admission.holds(r)}
+    suspects = set(launchable) - runtime.admission.held(list(launchable))
     if suspects and queues.depth(COORDINATOR_QUEUE) > 0:
         suspects = set()  # their start may be waiting in the coordinator's backlog
     seen_before = {_text(r) for r in runtime.redis.smembers(key)}

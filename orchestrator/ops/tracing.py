@@ -11,11 +11,13 @@ a test passes its own provider (an in-memory exporter).
 
 from __future__ import annotations
 
+import functools
+import inspect
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from types import ModuleType
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +43,31 @@ def span(name: str, **attributes: Any) -> Iterator[Any]:
             if value is not None:
                 current.set_attribute(f"orchestrator.{key}", value)
         yield current
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def traced(name: str, **arguments: str) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    """Run the function in a span ``name`` whose attributes are the values of the arguments
+    named (``traced("stage", execution="execution_id")``); a plain call without OpenTelemetry."""
+
+    def decorate(function: Callable[P, R]) -> Callable[P, R]:
+        signature = inspect.signature(function)
+
+        @functools.wraps(function)
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            if trace is None:
+                return function(*args, **kwargs)
+            bound = signature.bind_partial(*args, **kwargs).arguments
+            values = {key: bound.get(argument) for key, argument in arguments.items()}
+            with span(name, **values):
+                return function(*args, **kwargs)
+
+        return wrapper
+
+    return decorate
 
 
 def annotate(**attributes: Any) -> None:

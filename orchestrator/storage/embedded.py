@@ -55,6 +55,18 @@ class EmbeddedS3:
                 self.process.kill()
 
 
+def write_identities(directory: Path, access_key: str, secret_key: str) -> Path:
+    """The ``-s3.config`` file of ``weed``: one identity allowed everything, these credentials."""
+    identity = {
+        "name": access_key,
+        "credentials": [{"accessKey": access_key, "secretKey": secret_key}],
+        "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+    }
+    config = directory / "s3-identities.json"
+    config.write_text(json.dumps({"identities": [identity]}))
+    return config
+
+
 def ensure_running(settings: Settings, *, timeout_s: float = 30.0) -> EmbeddedS3:
     """Start the embedded store if the endpoint is silent; a no-op handle if it answers."""
     host, _, port_text = settings.s3_endpoint.rpartition(":")
@@ -68,24 +80,8 @@ def ensure_running(settings: Settings, *, timeout_s: float = 30.0) -> EmbeddedS3
         )
     directory = (settings.data_dir / "s3").resolve()
     directory.mkdir(parents=True, exist_ok=True)
-    config = directory / "s3-identities.json"
-    config.write_text(
-        json.dumps(
-            {
-                "identities": [
-                    {
-                        "name": settings.s3_access_key,
-                        "credentials": [
-                            {
-                                "accessKey": settings.s3_access_key,
-                                "secretKey": settings.s3_secret_key.get_secret_value(),
-                            }
-                        ],
-                        "actions": ["Admin", "Read", "Write", "List", "Tagging"],
-                    }
-                ]
-            }
-        )
+    config = write_identities(
+        directory, settings.s3_access_key, settings.s3_secret_key.get_secret_value()
     )
     log = (directory / "weed.log").open("ab")
     process = subprocess.Popen(

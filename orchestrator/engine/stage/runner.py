@@ -30,7 +30,7 @@ from orchestrator.engine.run_state import RunMeta, RunState, StageRecord, now_ms
 from orchestrator.engine.stage.leases import LeaseKeeper
 from orchestrator.engine.stage.sink import RunSink, remaining_ms
 from orchestrator.errors import OrchestratorError, TransientStageError
-from orchestrator.ops.tracing import annotate, span
+from orchestrator.ops.tracing import annotate, traced
 from orchestrator.runtime import Runtime
 from orchestrator.sdk import Action, StageContext, StageResult
 
@@ -56,6 +56,7 @@ def digest(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
 
 
+@traced("stage", execution="execution_id", stage="stage_id", attempt="attempt")
 def run_stage(
     runtime: Runtime,
     execution_id: str,
@@ -67,22 +68,6 @@ def run_stage(
     launch: str | None = None,
 ) -> Outcome:
     """One attempt of a stage, in its span of the run's trace."""
-    with span("stage", execution=execution_id, stage=stage_id, attempt=attempt):
-        return _run_stage(
-            runtime, execution_id, stage_id, deps, attempt=attempt, task_id=task_id, launch=launch
-        )
-
-
-def _run_stage(
-    runtime: Runtime,
-    execution_id: str,
-    stage_id: str,
-    deps: list[str],
-    *,
-    attempt: int,
-    task_id: str | None,
-    launch: str | None,
-) -> Outcome:
     entered = time.perf_counter()
     state = RunState(runtime.redis)
     spec, meta, upstream, record = state.stage_inputs(execution_id, stage_id, deps)
