@@ -80,6 +80,12 @@ class StorageLimits(_Strict):
 class AdmissionLimits(_Strict):
     #: Runs one client may have waiting for admission at once; more are answered 429.
     max_waiting_runs_per_client: int = Field(default=1000, ge=1, le=1_000_000)
+    #: Seconds of waiting worth one priority level: a low run that has waited two periods
+    #: longer than a high one goes before it, so no run waits forever behind newer ones.
+    aging_period_s: float = Field(default=300.0, ge=1, le=30 * 86400)
+    #: Waiting runs past a blocked head that admission looks at for one that may go ahead
+    #: of it (backfilling); 0 admits in strict queue order. Bounds the work of one pass.
+    backfill_depth: int = Field(default=100, ge=0, le=1000)
 
 
 class ResourcePool(_Strict):

@@ -24,7 +24,8 @@ from orchestrator.core.quota import RunNeeds
 from orchestrator.core.resources import ResourcePool
 from orchestrator.core.scaling import BUCKET_MS, KEEP_BUCKETS
 
-#: Priority band of the pending queue's score (``reserve.lua``: band * 10**13 + arrival ms).
+#: Priority level of a run in the pending queue, whose score is arrival ms + level * the
+#: aging period (``reserve.lua``): fresh runs go by priority, and waiting raises a run's rank.
 PRIORITY_RANK = {Priority.HIGH: 0, Priority.NORMAL: 1, Priority.LOW: 2}
 #: A resource's quota state in Redis: seven little-endian doubles (see common.lua).
 STATE = struct.Struct("<7d")
@@ -64,6 +65,13 @@ def _lua_string(text: str) -> str:
     return '"' + "".join(f"\\{byte}" for byte in text.encode()) + '"'
 
 
+def _queue_header(pool: ResourcePool) -> str:
+    """The queue's rules compiled into every script: AGING (ms of waiting worth a priority
+    level) and DEPTH (runs past a blocked head looked at for backfilling)."""
+    aging_ms, depth = int(pool.admission.aging_period_s * 1000), pool.admission.backfill_depth
+    return f"local AGING = {aging_ms}\nlocal DEPTH = {depth}\n"
+
+
 def _reserve_script(pool: ResourcePool, ttl_ms: int) -> str:
     """reserve.lua with the pool's limits and the lease TTL compiled in, so a reservation
     sends only its needs: inline on its fast path (``-- @limits``: daily, monthly, rate of
@@ -81,7 +89,7 @@ def _reserve_script(pool: ResourcePool, ttl_ms: int) -> str:
     if chain:
         limits = ["local daily, monthly, rate", *chain, "else daily, monthly, rate = 0, 0, 0 end"]
     parts = {"limits": "\n".join(limits), "limits_of": "\n".join(function)}
-    return _script("reserve", f"local TTL = {ttl_ms}\n", parts)
+    return _script("reserve", f"local TTL = {ttl_ms}\n" + _queue_header(pool), parts)
 
 
 def _text(value: Any) -> str:
@@ -114,7 +122,8 @@ class Admission:
                 for name, limit in pool.resources.items()
             }
         )
-        self._scripts = {name: client.register_script(_script(name)) for name in SCRIPTS}
+        queue = _queue_header(pool)
+        self._scripts = {name: client.register_script(_script(name, queue)) for name in SCRIPTS}
         # reserve.lua compiled for this pool and TTL: a reservation sends only its needs.
         self._reserve = client.register_script(_reserve_script(pool, self.lease_ttl_ms))
 
@@ -224,6 +233,8 @@ class Admission:
     withdraw = release  # a queued run that is cancelled leaves the queue the same way
 
     def admit_pending(self) -> list[str]:
+        """Admit waiting runs that fit now, in the queue's order, backfilling past a blocked
+        head (``quota.lua``); the caller must launch them (``coordinator.hand_off``)."""
         admitted = self._scripts["admit"](args=[self.prefix, self._limits, self.lease_ttl_ms])
         return [_text(a) for a in admitted]
 

@@ -68,15 +68,23 @@ local function reclaim(now)
 end
 
 -- A run's needs as {res, q, daily, monthly, rate} each (the compact form reserve.lua gets
--- in ARGV), rebuilt from a stored {res: q} and the JSON limits.
-local function needs_list(map, limits)
+-- in ARGV), rebuilt from a stored {res: q} and `limits_of(res)` (daily, monthly, rate).
+local function needs_list(map, limits_of)
   local list, names = {}, {}
   for res, q in pairs(map) do
-    local lim = limits[res] or {}
-    list[#list + 1] = {res, tonumber(q) or 0, tonumber(lim.d) or 0, tonumber(lim.m) or 0, tonumber(lim.r) or 0}
+    local daily, monthly, rate = limits_of(res)
+    list[#list + 1] = {res, tonumber(q) or 0, daily, monthly, rate}
     names[#names + 1] = res
   end
   return list, names
+end
+
+-- limits_of for the JSON limits admit.lua and release.lua get (reserve.lua compiles its own).
+local function limits_from(limits)
+  return function(res)
+    local lim = limits[res] or {}
+    return tonumber(lim.d) or 0, tonumber(lim.m) or 0, tonumber(lim.r) or 0
+  end
 end
 
 -- nil when `needs` fits the state `st` now; else {never_fits, reasons, retry_after_ms}.
@@ -121,23 +129,112 @@ local function shortfall(needs, st, now)
   return {never, reasons, math.ceil(retry)}
 end
 
--- Admit waiting runs strictly in queue order (priority, then arrival) while they fit.
-local function admit_pending(limits, now, ttl)
-  local runs = {}
-  local day, month = day_month(now)
-  for _ = 1, 100 do
-    local head = redis.call('ZRANGE', P .. 'pending', 0, 0)[1]
-    if not head then break end
-    local needs, names = needs_list(cjson.decode(redis.call('HGET', P .. 'pending:needs', head) or '{}'), limits)
-    local st = load(names)
-    if not fits(needs, st, day, month, now) then break end
-    take(head, needs, st, day, month)
-    redis.call('ZADD', P .. 'leases', now + ttl, head)
-    redis.call('ZREM', P .. 'pending', head)
-    redis.call('HDEL', P .. 'pending:needs', head)
-    admitted(head, now)
-    runs[#runs + 1] = head
+-- Backfilling. A run may go ahead of runs still waiting before it only when it cannot delay
+-- them: it fits now, takes nothing one of them is short of (`short`: those units go to them
+-- as they come back) and leaves them the units they want (`want`) of everything else. So the
+-- head's start, and that of every run it passes, is never pushed back; a run is passed only
+-- by runs that share none of its scarce resources (none waits forever on smaller ones).
+
+-- fits() for one need, with `extra` units of it already spoken for by runs ahead.
+local function need_fits(n, s, extra, day, month, now)
+  local q = n[2] + extra
+  if n[3] > 0 and (s.d == day and s.du or 0) + q > n[3] then return false end
+  if n[4] > 0 and (s.m == month and s.mu or 0) + q > n[4] then return false end
+  if s.cool > now then return false end
+  return not (n[5] > 0 and s.tat - now > 60000 - 60000 / n[5])
+end
+
+-- True when `needs` fits now behind the runs that stay waiting ahead of it.
+local function fits_behind(needs, st, want, short, day, month, now)
+  for _, n in ipairs(needs) do
+    local res = n[1]
+    if short[res] or not need_fits(n, st[res], want[res] or 0, day, month, now) then return false end
   end
-  if #runs > 0 then pending_changed() end
+  return true
+end
+
+-- A run stays waiting: the runs behind it must leave it what it wants and take nothing it is
+-- short of. Returns the resources this closed to them (newly short), as a list.
+local function stays(needs, st, want, short, day, month, now)
+  local closed = {}
+  for _, n in ipairs(needs) do
+    local res = n[1]
+    if not short[res] and not need_fits(n, st[res], want[res] or 0, day, month, now) then
+      short[res] = true
+      closed[#closed + 1] = res
+    end
+    want[res] = (want[res] or 0) + n[2]
+  end
+  return closed
+end
+
+-- Backfilling on arrival (reserve.lua): may a run that fits now (`st` holds its resources)
+-- go ahead of the `ahead` runs waiting before it? Only within DEPTH of the head, as in
+-- admit_pending, and only if it cannot delay any of them.
+local function may_pass(needs, st, day, month, now, ahead, limits_of)
+  if ahead > DEPTH then return false end
+  local runs = redis.call('ZRANGE', P .. 'pending', 0, ahead - 1)
+  local maps = redis.call('HMGET', P .. 'pending:needs', unpack(runs))
+  local want, short = {}, {}
+  for i = 1, #runs do
+    local map = cjson.decode(maps[i] or '{}')
+    for res in pairs(map) do
+      if not st[res] then map[res] = nil end  -- only what this run needs can matter to it
+    end
+    if #stays(needs_list(map, limits_of), st, want, short, day, month, now) > 0 then
+      for _, n in ipairs(needs) do
+        if short[n[1]] then return false end
+      end
+    end
+  end
+  return fits_behind(needs, st, want, short, day, month, now)
+end
+
+--[[ Admit waiting runs in queue order (priority, aged: see reserve.lua) while they fit, then,
+past the first that does not, backfill: look at most DEPTH runs further for runs that may go
+ahead (fits_behind). A pass thus costs O(DEPTH log N) however long the queue, and stops early
+once every resource of the pool is short for a run ahead (nothing behind could go). At most
+100 runs are admitted per pass; the queue is changed once, at the end. ]]
+local function admit_pending(limits, now, ttl)
+  local pending, stored = P .. 'pending', P .. 'pending:needs'
+  local day, month = day_month(now)
+  local limits_of, kinds, closed = limits_from(limits), 0, 0
+  for _ in pairs(limits) do kinds = kinds + 1 end
+  local st, want, short = {}, {}, {}
+  local runs, offset, past = {}, 0, -1  -- past: runs looked at after the first that stayed
+  while #runs < 100 and past < DEPTH and (past < 0 or closed < kinds) do
+    local batch = redis.call('ZRANGE', pending, offset, offset + 15)
+    if #batch == 0 then break end
+    offset = offset + #batch
+    local maps = redis.call('HMGET', stored, unpack(batch))
+    for i, run in ipairs(batch) do
+      if #runs >= 100 or past >= DEPTH or (past >= 0 and closed >= kinds) then break end
+      local needs, names = needs_list(cjson.decode(maps[i] or '{}'), limits_of)
+      local missing = {}
+      for _, res in ipairs(names) do
+        if not st[res] then missing[#missing + 1] = res end
+      end
+      if #missing > 0 then
+        for res, s in pairs(load(missing)) do st[res] = s end
+      end
+      if past >= 0 then past = past + 1 end
+      if fits_behind(needs, st, want, short, day, month, now) then
+        take(run, needs, st, day, month)
+        redis.call('ZADD', P .. 'leases', now + ttl, run)
+        admitted(run, now)
+        runs[#runs + 1] = run
+      else
+        if past < 0 then past = 0 end
+        for _, res in ipairs(stays(needs, st, want, short, day, month, now)) do
+          if limits[res] then closed = closed + 1 end
+        end
+      end
+    end
+  end
+  if #runs > 0 then
+    redis.call('ZREM', pending, unpack(runs))
+    redis.call('HDEL', stored, unpack(runs))
+    pending_changed()
+  end
   return runs
 end

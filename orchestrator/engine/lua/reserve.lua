@@ -1,7 +1,8 @@
 -- Admit a whole run, all or nothing. ARGV = prefix, run, priority rank (0 high, 1 normal,
--- 2 low), wait ('1'/'0'), then per resource: name, quantity. TTL (the lease, ms) is compiled
--- in by admission.py for its pool, and so are the limits: `-- @limits` sets daily, monthly,
--- rate (0: none) of `res`, and limits_of(resource) returns them. Returns 1 when admitted
+-- 2 low), wait ('1'/'0'), then per resource: name, quantity. TTL (the lease, ms), AGING and
+-- DEPTH (the queue's rules, see quota.lua) are compiled in by admission.py for its pool, and
+-- so are the limits: `-- @limits` sets daily, monthly, rate (0: none) of `res`, and
+-- limits_of(resource) returns them. Returns 1 when admitted
 -- (the run is noted in P..'admitted' too, where the reconciler finds it if its launch is
 -- lost), else {status, reasons_json, retry_ms}: status 'unseeded' means the quota counters
 -- are not in Redis (a restart lost them) and the caller rebuilds them from the ledger first.
@@ -77,14 +78,19 @@ if lapsed then
   end
 end
 local pending = P .. 'pending'
-local score = string.format('%.0f', rank * 10000000000000 + now)  -- priority band, then arrival
+-- The queue's order: arrival plus AGING per priority level below high. Runs that arrive
+-- within an aging period of one another go by priority, then arrival; a run that has waited
+-- AGING longer than a newer one ranks a level above it, so a low run waiting 2 * AGING longer
+-- than a high one goes first and no run waits forever behind ever newer high ones. The score
+-- is fixed at arrival: the order needs no rescoring as time passes.
+local score = string.format('%.0f', now + rank * AGING)
 local ahead = 0
 if waiting > 0 then
   if redis.call('ZSCORE', pending, run) then
     redis.call('ZREM', leases, run)
     return {'waiting', '["already waiting"]', 0}
   end
-  -- Runs already waiting at this priority or higher go first: no overtaking.
+  -- Runs already waiting ahead in that order go first, unless this one may pass them.
   ahead = redis.call('ZCOUNT', pending, '-inf', score)
 end
 local short = shortfall(needs, st, now)
@@ -94,7 +100,7 @@ if short and not short[1] and reclaim(now) > 0 then
   st = load(names)
   short = shortfall(needs, st, now)
 end
-if not short and ahead == 0 then
+if not short and (ahead == 0 or may_pass(needs, st, day, month, now, ahead, limits_of)) then
   take(run, needs, st, day, month)
   admitted(run, now)
   return 1
