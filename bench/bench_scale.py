@@ -5,7 +5,11 @@ queue. Measured, median of ``REPEATS`` calls each, on a private Redis DB (8):
 - ``reserve``: a new run that cannot fit asks and is queued (the door's decision);
 - ``release -> admit``: the holder releases and the queue's head is admitted (what a
   finishing run pays, the admission decision of the waiting runs);
-- ``admit_pending``: a pass of the reconciler that finds nothing fits.
+- ``admit_pending (none fits)``: a pass of the reconciler that finds nothing fits (the head
+  is short of the pool's only resource, so nothing behind it could go: the pass stops there);
+- ``admit_pending (full scan)``: the worst pass, with a second resource in the pool: no
+  waiting run fits, yet each could as far as that one goes, so backfilling looks at every
+  run it may (``admission.backfill_depth``, 100, past the head) before it gives up.
 Admission must grow no worse than log-linear in N. Writes bench/results/scale.txt.
 """
 
@@ -27,6 +31,8 @@ from orchestrator.engine.admission import Admission, RunNeeds
 
 URL = "redis://127.0.0.1:6379/8"
 POOL = "resources: {seat: {daily_limit: 1, unit_price_usd: 0}}"
+#: The same with a resource nobody lacks: a blocked head no longer ends the pass early.
+WIDE_POOL = "resources: {seat: {daily_limit: 1}, spare: {daily_limit: 1000000}}"
 SIZES = (10, 100, 1_000, 10_000)
 REPEATS = 200
 NEEDS = RunNeeds({"seat": 1})
@@ -36,16 +42,28 @@ def _median_us(samples: list[float]) -> float:
     return statistics.median(samples) * 1e6
 
 
-def measure(client: redis.Redis, waiting: int) -> dict[str, float]:
+def queued(client: redis.Redis, pool: str, waiting: int) -> Admission:
+    """An empty Redis DB where a holder has the seat and ``waiting`` runs wait for it."""
     client.flushdb()
-    admission = Admission(client, parse_resources(POOL), lease_ttl_s=3600)
+    admission = Admission(client, parse_resources(pool), lease_ttl_s=3600)
     assert admission.reserve("holder", NEEDS, Priority.NORMAL).status == "admitted"
     pipe = client.pipeline(transaction=False)
     for i in range(waiting):  # fill the queue quickly, then check it through the real script
         admission._reserve(args=[admission.prefix, f"w{i}", 1, "1", "seat", 1], client=pipe)
     pipe.execute()
     assert client.zcard(admission.prefix + "pending") == waiting
-    reserve, admit, scan = [], [], []
+    return admission
+
+
+def measure(client: redis.Redis, waiting: int) -> dict[str, float]:
+    reserve, admit, scan, full = [], [], [], []
+    wide = queued(client, WIDE_POOL, waiting)
+    for _ in range(REPEATS):
+        t = time.perf_counter()
+        nothing = wide.admit_pending()
+        full.append(time.perf_counter() - t)
+        assert nothing == []
+    admission = queued(client, POOL, waiting)
     for n in range(REPEATS):
         t = time.perf_counter()
         decision = admission.reserve(f"new{n}", NEEDS, Priority.LOW)
@@ -67,6 +85,7 @@ def measure(client: redis.Redis, waiting: int) -> dict[str, float]:
         "reserve (queued)": _median_us(reserve),
         "release -> admit head": _median_us(admit),
         "admit_pending (none fits)": _median_us(scan),
+        "admit_pending (full scan)": _median_us(full),
     }
 
 

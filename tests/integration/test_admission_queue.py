@@ -98,6 +98,8 @@ def test_backfilling_looks_only_so_far_past_the_head(redis_client: redis.Redis) 
     assert waiting(redis_client, adm) == ["near", "head", "second", "third", "far"]
     # "near" is first in line; "far" would fit too, but lies three runs past the blocked head.
     assert adm.release("mailer") == ["near"]
+    # A run that needs no unit of anything delays nobody, however far back it would queue.
+    assert adm.reserve("free", RunNeeds({}), Priority.LOW).status == "admitted"
     strict = admission(redis_client, "admission: {backfill_depth: 0}\n")
     queue(strict, "one", {"mail": 1}, Priority.LOW)
     assert strict.admit_pending() == []

@@ -172,6 +172,7 @@ end
 -- go ahead of the `ahead` runs waiting before it? Only within DEPTH of the head, as in
 -- admit_pending, and only if it cannot delay any of them.
 local function may_pass(needs, st, day, month, now, ahead, limits_of)
+  if #needs == 0 then return true end  -- needs no unit of anything: delays nobody
   if ahead > DEPTH then return false end
   local runs = redis.call('ZRANGE', P .. 'pending', 0, ahead - 1)
   local maps = redis.call('HMGET', P .. 'pending:needs', unpack(runs))
