@@ -68,23 +68,14 @@ local function reclaim(now)
 end
 
 -- A run's needs as {res, q, daily, monthly, rate} each (the compact form reserve.lua gets
--- in ARGV), rebuilt from a stored {res: q} and `limits_of(res)` (daily, monthly, rate).
-local function needs_list(map, limits_of)
-  local list, names = {}, {}
+-- in ARGV), rebuilt from a stored {res: q} and the JSON limits.
+local function needs_list(map, limits)
+  local list = {}
   for res, q in pairs(map) do
-    local daily, monthly, rate = limits_of(res)
-    list[#list + 1] = {res, tonumber(q) or 0, daily, monthly, rate}
-    names[#names + 1] = res
-  end
-  return list, names
-end
-
--- limits_of for the JSON limits admit.lua and release.lua get (reserve.lua compiles its own).
-local function limits_from(limits)
-  return function(res)
     local lim = limits[res] or {}
-    return tonumber(lim.d) or 0, tonumber(lim.m) or 0, tonumber(lim.r) or 0
+    list[#list + 1] = {res, tonumber(q) or 0, tonumber(lim.d) or 0, tonumber(lim.m) or 0, tonumber(lim.r) or 0}
   end
+  return list
 end
 
 -- nil when `needs` fits the state `st` now; else {never_fits, reasons, retry_after_ms}.
@@ -134,61 +125,71 @@ end
 -- as they come back) and leaves them the units they want (`want`) of everything else. So the
 -- head's start, and that of every run it passes, is never pushed back; a run is passed only
 -- by runs that share none of its scarce resources (none waits forever on smaller ones).
+-- These helpers read a run's stored needs as they are, {res: q}, with limits {d, m, r} per
+-- resource (the JSON admit.lua and release.lua get): a pass looks at up to DEPTH runs, and
+-- builds tables only for those it admits.
+local NONE = {d = 0, m = 0, r = 0}
 
--- fits() for one need, with `extra` units of it already spoken for by runs ahead.
-local function need_fits(n, s, extra, day, month, now)
-  local q = n[2] + extra
-  if n[3] > 0 and (s.d == day and s.du or 0) + q > n[3] then return false end
-  if n[4] > 0 and (s.m == month and s.mu or 0) + q > n[4] then return false end
+-- fits() for `q` units of one resource, in its state `s` under its limits `lim`.
+local function room(s, q, lim, day, month, now)
+  if lim.d > 0 and (s.d == day and s.du or 0) + q > lim.d then return false end
+  if lim.m > 0 and (s.m == month and s.mu or 0) + q > lim.m then return false end
   if s.cool > now then return false end
-  return not (n[5] > 0 and s.tat - now > 60000 - 60000 / n[5])
+  return not (lim.r > 0 and s.tat - now > 60000 - 60000 / lim.r)
 end
 
--- True when `needs` fits now behind the runs that stay waiting ahead of it.
-local function fits_behind(needs, st, want, short, day, month, now)
-  for _, n in ipairs(needs) do
-    local res = n[1]
-    if short[res] or not need_fits(n, st[res], want[res] or 0, day, month, now) then return false end
+-- True when a run needing `map` fits now behind the runs that stay waiting ahead of it.
+local function fits_behind(map, st, want, short, limits, day, month, now)
+  for res, q in pairs(map) do
+    if short[res] or not room(st[res], q + (want[res] or 0), limits[res] or NONE, day, month, now) then
+      return false
+    end
   end
   return true
 end
 
--- A run stays waiting: the runs behind it must leave it what it wants and take nothing it is
--- short of. Returns the resources this closed to them (newly short), as a list.
-local function stays(needs, st, want, short, day, month, now)
-  local closed = {}
-  for _, n in ipairs(needs) do
-    local res = n[1]
-    if not short[res] and not need_fits(n, st[res], want[res] or 0, day, month, now) then
+-- A run needing `map` stays waiting: the runs behind it must leave it what it wants and take
+-- nothing it is short of. Returns how many of the pool's resources this closed to them.
+local function stays(map, st, want, short, limits, day, month, now)
+  local closed = 0
+  for res, q in pairs(map) do
+    local wanted = q + (want[res] or 0)
+    if not short[res] and not room(st[res], wanted, limits[res] or NONE, day, month, now) then
       short[res] = true
-      closed[#closed + 1] = res
+      if limits[res] then closed = closed + 1 end
     end
-    want[res] = (want[res] or 0) + n[2]
+    want[res] = wanted
   end
   return closed
 end
 
--- Backfilling on arrival (reserve.lua): may a run that fits now (`st` holds its resources)
--- go ahead of the `ahead` runs waiting before it? Only within DEPTH of the head, as in
--- admit_pending, and only if it cannot delay any of them.
-local function may_pass(needs, st, day, month, now, ahead, limits_of)
+-- Backfilling on arrival (reserve.lua): may a run that fits now (`needs`, whose resources
+-- `st` holds) go ahead of the `ahead` runs waiting before it? Only within DEPTH of the head,
+-- as in admit_pending, and only if it cannot delay any of them: only its own resources
+-- matter, and it may not go once one of them is short for a run ahead.
+local function may_pass(needs, st, day, month, now, ahead)
   if #needs == 0 then return true end  -- needs no unit of anything: delays nobody
   if ahead > DEPTH then return false end
   local runs = redis.call('ZRANGE', P .. 'pending', 0, ahead - 1)
   local maps = redis.call('HMGET', P .. 'pending:needs', unpack(runs))
-  local want, short = {}, {}
+  local want, lims = {}, {}
+  for k, n in ipairs(needs) do lims[k] = {d = n[3], m = n[4], r = n[5]} end
   for i = 1, #runs do
-    local map = cjson.decode(maps[i] or '{}')
-    for res in pairs(map) do
-      if not st[res] then map[res] = nil end  -- only what this run needs can matter to it
-    end
-    if #stays(needs_list(map, limits_of), st, want, short, day, month, now) > 0 then
-      for _, n in ipairs(needs) do
-        if short[n[1]] then return false end
+    local theirs = cjson.decode(maps[i] or '{}')
+    for k, n in ipairs(needs) do
+      local res = n[1]
+      local q = theirs[res]
+      if q then
+        local wanted = q + (want[res] or 0)
+        if not room(st[res], wanted, lims[k], day, month, now) then return false end
+        want[res] = wanted
       end
     end
   end
-  return fits_behind(needs, st, want, short, day, month, now)
+  for k, n in ipairs(needs) do
+    if not room(st[n[1]], n[2] + (want[n[1]] or 0), lims[k], day, month, now) then return false end
+  end
+  return true
 end
 
 --[[ Admit waiting runs in queue order (priority, aged: see reserve.lua) while they fit, then,
@@ -199,7 +200,7 @@ once every resource of the pool is short for a run ahead (nothing behind could g
 local function admit_pending(limits, now, ttl)
   local pending, stored = P .. 'pending', P .. 'pending:needs'
   local day, month = day_month(now)
-  local limits_of, kinds, closed = limits_from(limits), 0, 0
+  local kinds, closed = 0, 0
   for _ in pairs(limits) do kinds = kinds + 1 end
   local st, want, short = {}, {}, {}
   local runs, offset, past = {}, 0, -1  -- past: runs looked at after the first that stayed
@@ -210,25 +211,25 @@ local function admit_pending(limits, now, ttl)
     local maps = redis.call('HMGET', stored, unpack(batch))
     for i, run in ipairs(batch) do
       if #runs >= 100 or past >= DEPTH or (past >= 0 and closed >= kinds) then break end
-      local needs, names = needs_list(cjson.decode(maps[i] or '{}'), limits_of)
-      local missing = {}
-      for _, res in ipairs(names) do
-        if not st[res] then missing[#missing + 1] = res end
+      local map, missing = cjson.decode(maps[i] or '{}'), nil
+      for res in pairs(map) do
+        if not st[res] then
+          missing = missing or {}
+          missing[#missing + 1] = res
+        end
       end
-      if #missing > 0 then
+      if missing then
         for res, s in pairs(load(missing)) do st[res] = s end
       end
       if past >= 0 then past = past + 1 end
-      if fits_behind(needs, st, want, short, day, month, now) then
-        take(run, needs, st, day, month)
+      if fits_behind(map, st, want, short, limits, day, month, now) then
+        take(run, needs_list(map, limits), st, day, month)
         redis.call('ZADD', P .. 'leases', now + ttl, run)
         admitted(run, now)
         runs[#runs + 1] = run
       else
         if past < 0 then past = 0 end
-        for _, res in ipairs(stays(needs, st, want, short, day, month, now)) do
-          if limits[res] then closed = closed + 1 end
-        end
+        closed = closed + stays(map, st, want, short, limits, day, month, now)
       end
     end
   end

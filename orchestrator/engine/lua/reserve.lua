@@ -100,7 +100,7 @@ if short and not short[1] and reclaim(now) > 0 then
   st = load(names)
   short = shortfall(needs, st, now)
 end
-if not short and (ahead == 0 or may_pass(needs, st, day, month, now, ahead, limits_of)) then
+if not short and (ahead == 0 or may_pass(needs, st, day, month, now, ahead)) then
   take(run, needs, st, day, month)
   admitted(run, now)
   return 1
