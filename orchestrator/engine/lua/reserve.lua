@@ -2,16 +2,17 @@
 -- 2 low), wait ('1'/'0'), then per resource: name, quantity. TTL (the lease, ms), AGING and
 -- DEPTH (the queue's rules, see quota.lua) are compiled in by admission.py for its pool, and
 -- so are the limits: `-- @limits` sets daily, monthly, rate (0: none) of `res`, and
--- limits_of(resource) returns them. Returns 1 when admitted
--- (the run is noted in P..'admitted' too, where the reconciler finds it if its launch is
--- lost), else {status, reasons_json, retry_ms}: status 'unseeded' means the quota counters
--- are not in Redis (a restart lost them) and the caller rebuilds them from the ledger first.
+-- limits_of(resource) returns them. Returns 1 when admitted (the run is noted in
+-- P..'admitted' too, where the reconciler finds it if its launch is lost), else
+-- {status, reasons_json, retry_ms}: status 'unseeded' means the quota counters are not in
+-- Redis (a restart lost them) and the caller rebuilds them from the ledger first.
 -- The common path is five commands whatever the run needs: TIME, ZADD NX (the lease's
 -- deadline, doubling as the "already admitted" check), one HMGET and one HSET of the quota
--- state (the lease included), one ZADD to 'admitted'. Its most common case, a run of one resource counted today
--- with no run waiting, is the fast path below: flat locals, no tables, no closures
--- (common.lua's helpers are built after it, at `-- @common`). Any other case falls through
--- to the general path with the same `now` and ZADD result, which decides it from scratch.
+-- state (the lease included), one ZADD to 'admitted'. Its most common case, a run of one
+-- resource counted today with no run waiting, is the fast path below: flat locals, no
+-- tables, no closures (common.lua's helpers are built after it, at `-- @common`). Any other
+-- case falls through to the general path with the same `now` and ZADD result, which decides
+-- it from scratch.
 local run = ARGV[2]
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
