@@ -249,19 +249,29 @@ def estimate(
 def remaining_ms(
     deps: Mapping[str, Sequence[str]],
     p50: Mapping[str, float],
-    ended: set[str],
+    ended: Set[str],
     running_for: Mapping[str, float],
 ) -> int:
     """What is left of a run: the critical path of the stages not ended, each at its
-    predicted median (less what a running stage already spent)."""
-    left = {
-        s: 0.0 if s in ended else max(0.0, p50.get(s, 0.0) - running_for.get(s, 0.0)) for s in deps
-    }
+    predicted median (less what a running stage already spent).
+
+    Every stage's event asks this, so ``deps`` is expected in topological order (the
+    coordinator stores it so: see ``topological``) and one pass does; any other order is
+    sorted first."""
     finish: dict[str, float] = {}
-    for s in graphlib.TopologicalSorter({k: list(v) for k, v in deps.items()}).static_order():
-        if s in left:
-            finish[s] = left[s] + max((finish.get(d, 0.0) for d in deps.get(s, ())), default=0)
+    for s, before in deps.items():
+        if any(d in deps and d not in finish for d in before):
+            return remaining_ms(topological(deps), p50, ended, running_for)
+        own = 0.0 if s in ended else max(0.0, p50.get(s, 0.0) - running_for.get(s, 0.0))
+        finish[s] = own + max((finish.get(d, 0.0) for d in before), default=0.0)
     return int(max(finish.values(), default=0.0))
+
+
+def topological(deps: Mapping[str, Sequence[str]]) -> dict[str, list[str]]:
+    """``deps`` with every stage after the stages it depends on (dependencies outside it
+    are kept and ignored)."""
+    order = graphlib.TopologicalSorter({k: list(v) for k, v in deps.items()}).static_order()
+    return {s: list(deps[s]) for s in order if s in deps}
 
 
 def _order(stages: Sequence[BoundStage]) -> list[BoundStage]:

@@ -43,9 +43,10 @@ def build_canvas(
     def convert(node: Node, feeds_chord: bool = False) -> Signature:
         if isinstance(node, Step):
             spec = specs[node.stage]
-            # A stage's return value (its packet) travels in the next message either way;
-            # only a chord (fan-in) reads it back from the result backend. Everywhere else
-            # storing it is a SET and a PUBLISH per stage that nothing reads: the run's
+            # A stage reads its inputs' packets from the run's live state, so its signature
+            # is immutable: the packet before it does not ride in its message. Only a chord
+            # (fan-in) needs results stored, to count its header's ends; everywhere else
+            # storing one is a SET and a PUBLISH per stage that nothing reads: the run's
             # durable record is its live state and the database, not Celery results.
             return app.signature(
                 STAGE_TASK_PREFIX + spec["worker"],
@@ -58,6 +59,7 @@ def build_canvas(
                 soft_time_limit=spec["timeout_s"],
                 time_limit=spec["timeout_s"] + HARD_LIMIT_GRACE_S,
                 ignore_result=not feeds_chord,
+                immutable=True,
                 **options,
             )
         if isinstance(node, Series):
@@ -70,6 +72,7 @@ def build_canvas(
         "coordinator.finish",
         kwargs={"execution_id": execution_id, "launch": launch},
         task_id=finish_task_id(execution_id, launch),
+        immutable=True,
         **options,
     )
     return chain(convert(plan.root), finish)

@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import raiseload
 
 from orchestrator import template_registry
 from orchestrator.constants import (
@@ -29,7 +30,7 @@ from orchestrator.constants import (
     redis_key,
 )
 from orchestrator.core import quota
-from orchestrator.core.estimator import critical_path_ms
+from orchestrator.core.estimator import critical_path_ms, topological
 from orchestrator.core.planner import plan as make_plan
 from orchestrator.core.quota import RunNeeds, run_needs
 from orchestrator.core.templates import BoundStage, bind
@@ -197,9 +198,12 @@ def stage_row(
     )
 
 
-def load(runtime: Runtime, execution_id: str) -> PipelineExecution:
+def load(runtime: Runtime, execution_id: str, *, stages: bool = True) -> PipelineExecution:
+    """The execution's row; with ``stages=False`` its stage rows are not loaded (the
+    coordinator's own reads need only the run's row: reading its stages raises)."""
+    options = [] if stages else [raiseload(PipelineExecution.stages)]
     with runtime.db.session() as session:
-        execution = session.get(PipelineExecution, execution_id)
+        execution = session.get(PipelineExecution, execution_id, options=options)
         if execution is None:
             raise NotFound(f"execution {execution_id!r} not found")
         return execution
@@ -217,13 +221,14 @@ def hand_off(runtime: Runtime, admitted: list[str]) -> None:
 
 def start(runtime: Runtime, execution_id: str) -> str:
     """Ask admission for the whole run; launch it, queue it, or refuse it with the reason."""
-    execution = load(runtime, execution_id)
+    execution = load(runtime, execution_id, stages=False)
     if execution.status not in LAUNCHABLE:
         return execution.status  # a redelivered start: already handled
     template = template_registry.get(
         runtime.db, execution.template_name, execution.template_version
     )
-    stages = bind(template, execution.parameters)
+    bound = bind(template, execution.parameters)
+    stages = bound
     if execution.rerun_stages is not None:  # a resume: only what did not complete runs
         stages = [s for s in stages if s.id in set(execution.rerun_stages)]
     with span("admission", execution=execution_id):
@@ -233,7 +238,7 @@ def start(runtime: Runtime, execution_id: str) -> str:
         annotate(decision=str(decision.status))
     state = RunState(runtime.redis)
     if decision.status == AdmissionDecision.ADMITTED:
-        launch(runtime, execution_id)
+        launch(runtime, execution_id, bound=bound)
         return ExecutionStatus.RUNNING
     if decision.status == AdmissionDecision.WAITING:
         waiting = "waiting for resources: " + "; ".join(decision.reasons)
@@ -249,33 +254,37 @@ def start(runtime: Runtime, execution_id: str) -> str:
     return ExecutionStatus.FAILED
 
 
-def launch(runtime: Runtime, execution_id: str) -> bool:
+def launch(
+    runtime: Runtime, execution_id: str, *, bound: list[BoundStage] | None = None
+) -> bool:
     """Launch an admitted run once, however many times it is asked; True if this call did.
 
     A claim in Redis keeps concurrent launchers apart; the database's move from pending (or
     recovering) to running is the commit point, so a run cancelled meanwhile is not started.
     A launcher that dies before that leaves the run in admission's admitted set, where the
     reconciler finds it; one that dies after leaves a live state without stages, which the
-    reconciler's stall check resumes.
+    reconciler's stall check resumes. ``bound``: the run's stages, if the caller has them.
     """
     claim = redis_key("launching", execution_id)
     if not runtime.redis.set(claim, "1", nx=True, px=LAUNCH_CLAIM_MS):
         return False  # another launcher is at it
     try:
-        execution = load(runtime, execution_id)
+        execution = load(runtime, execution_id, stages=False)
         if execution.status not in LAUNCHABLE:  # launched before, or cancelled meanwhile
             runtime.admission.launched(execution_id)
             if ExecutionStatus(execution.status).terminal:
                 hand_off(runtime, runtime.admission.release(execution_id))
             return False
-        launched = _launch(runtime, execution)
+        launched = _launch(runtime, execution, bound)
         runtime.admission.launched(execution_id)
         return launched
     finally:
         runtime.redis.delete(claim)
 
 
-def _launch(runtime: Runtime, execution: PipelineExecution) -> bool:
+def _launch(
+    runtime: Runtime, execution: PipelineExecution, bound: list[BoundStage] | None
+) -> bool:
     """Write the run's plan to Redis, mark it running, send its canvas.
 
     A resumed run sends only its ``rerun_stages``; the packets of the checkpoints they
@@ -283,9 +292,9 @@ def _launch(runtime: Runtime, execution: PipelineExecution) -> bool:
     has its own token: messages of an earlier launch are recognised as stale and dropped.
     """
     execution_id = execution.execution_id
-    stages, seeded = _stages_to_run(runtime, execution)
+    stages, seeded = _stages_to_run(runtime, execution, bound)
     specs = _specs(stages)
-    deps = {s.id: [d for d in s.depends_on if d in specs] for s in stages}
+    deps = topological({s.id: [d for d in s.depends_on if d in specs] for s in stages})
     state = RunState(runtime.redis)
     token = uuid.uuid4().hex[:12]
     state.create(execution_id, _live_meta(execution, stages, deps, token), specs, seeded)
@@ -309,13 +318,15 @@ def _launch(runtime: Runtime, execution: PipelineExecution) -> bool:
 
 
 def _stages_to_run(
-    runtime: Runtime, execution: PipelineExecution
+    runtime: Runtime, execution: PipelineExecution, bound: list[BoundStage] | None
 ) -> tuple[list[BoundStage], dict[str, dict[str, Any]]]:
     """The bound stages this launch runs, and the packets of the checkpoints it starts from."""
-    template = template_registry.get(
-        runtime.db, execution.template_name, execution.template_version
-    )
-    stages = bind(template, execution.parameters)
+    stages = bound
+    if stages is None:
+        template = template_registry.get(
+            runtime.db, execution.template_name, execution.template_version
+        )
+        stages = bind(template, execution.parameters)
     if execution.rerun_stages is None:
         return stages, {}
     rerun = set(execution.rerun_stages)
@@ -418,9 +429,9 @@ def finish(
 
     state = RunState(runtime.redis)
     if launch is not None and state.meta(execution_id).get("launch") != launch:
-        return load(runtime, execution_id).status
+        return load(runtime, execution_id, stages=False).status
     if state.exists(execution_id) and not state.claim_finish(execution_id):
-        return load(runtime, execution_id).status
+        return load(runtime, execution_id, stages=False).status
     meta = state.meta(execution_id) if state.exists(execution_id) else {}
     records = state.stages(execution_id)
     packets = state.packets(execution_id)

@@ -434,20 +434,25 @@ def _stalled(
     if meta.get("status") in RUN_HALTED or meta.get("launch") is None:
         return False
     plan = state.plan(execution_id)
-    upcoming = [
-        spec
+    upcoming = {
+        stage_id: spec
         for stage_id, spec in plan.items()
         if stage_id not in records
         and all(records.get(d, {}).get("status") in STAGE_ENDED for d in spec["depends_on"])
-    ]
+    }
     if not upcoming:
         return False
+    if any(
+        _slot_alive(runtime, spec["worker"], f"{execution_id}:{stage_id}")
+        for stage_id, spec in upcoming.items()
+    ):
+        return False  # a stage took its slot and has not written its start yet: it runs
     moments = [meta.get("started_ms") or 0]
     for record in records.values():
         moments += [record.get("started_at") or 0, record.get("completed_at") or 0]
     if now_ms() - max(moments) < runtime.admission.lease_ttl_ms:
         return False
-    for worker in {spec["worker"] for spec in upcoming}:
+    for worker in {spec["worker"] for spec in upcoming.values()}:
         if queues.depth(worker) > 0 or queues.saturated(worker):
             return False
     return True

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any, TypedDict, cast
+from collections.abc import Callable
+from typing import Any, NamedTuple, TypedDict, cast
 
 import redis
 
@@ -57,6 +58,16 @@ class StageRecord(TypedDict, total=False):
     reason: str
     proceed: bool
     timing: dict[str, float]  # ms per step of the last attempt: inputs, slot, read, ...
+
+
+class StageInputs(NamedTuple):
+    """What a stage reads before it runs (``spec`` is None when the run has no live plan)."""
+
+    spec: dict[str, Any] | None
+    meta: RunMeta
+    packets: dict[str, dict[str, Any]]
+    record: StageRecord
+    extra: list[Any]
 
 
 def _run(execution_id: str, part: str = "") -> str:
@@ -114,10 +125,16 @@ class RunState:
         self.redis.hset(_run(execution_id), mapping={k: json.dumps(v) for k, v in fields.items()})
 
     def stage_inputs(
-        self, execution_id: str, stage_id: str, deps: list[str]
-    ) -> tuple[dict[str, Any] | None, RunMeta, dict[str, dict[str, Any]], StageRecord]:
+        self,
+        execution_id: str,
+        stage_id: str,
+        deps: list[str],
+        also: Callable[[Any], object] | None = None,
+    ) -> StageInputs:
         """The stage's spec, the run's meta, its dependencies' packets and its own record,
-        in one round trip (the message names the dependencies)."""
+        in one round trip (the message names the dependencies). ``also`` queues more commands
+        on the same pipeline (the stage's slot request); their replies come back in ``extra``.
+        """
         pipe = self.redis.pipeline(transaction=False)
         pipe.hget(_run(execution_id, "plan"), stage_id)
         pipe.hgetall(_run(execution_id))
@@ -125,15 +142,22 @@ class RunState:
         pipe.smembers(_run(execution_id, "ended"))
         if deps:
             pipe.hmget(_run(execution_id, "packets"), deps)
-        spec_raw, meta_raw, record_raw, ended, *rest = pipe.execute()
+        else:
+            pipe.echo(b"")  # keeps the replies' positions fixed
+        if also is not None:
+            also(pipe)
+        spec_raw, meta_raw, record_raw, ended, values, *extra = pipe.execute()
         if spec_raw is None:
-            return None, {}, {}, {}
+            return StageInputs(None, {}, {}, {}, extra)
         meta = cast(RunMeta, {k.decode(): json.loads(v) for k, v in meta_raw.items()})
         meta["_ended"] = {s.decode() for s in ended}
-        values = rest[0] if rest else []
-        packets = {d: json.loads(v) for d, v in zip(deps, values, strict=False) if v is not None}
+        packets = (
+            {d: json.loads(v) for d, v in zip(deps, values, strict=False) if v is not None}
+            if deps
+            else {}
+        )
         record = cast(StageRecord, json.loads(record_raw) if record_raw else {})
-        return json.loads(spec_raw), meta, packets, record
+        return StageInputs(json.loads(spec_raw), meta, packets, record, extra)
 
     def record(
         self,

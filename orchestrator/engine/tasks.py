@@ -55,6 +55,7 @@ def _stage_task(runtime: Runtime) -> Callable[..., Any]:
             execution_id,
             stage_id,
             deps or [],
+            worker=self.name.removeprefix(STAGE_TASK_PREFIX),
             attempt=attempt,
             task_id=self.request.id,
             launch=launch,
@@ -68,7 +69,9 @@ def _stage_task(runtime: Runtime) -> Callable[..., Any]:
                 countdown=outcome.retry_in,
                 kwargs={**(self.request.kwargs or {}), "attempt": again},
             )
-        return outcome.packet
+        # Only a chord (fan-in) stores what a stage returns; elsewhere nothing reads it (the
+        # next stage reads its packet from the run's live state), so none is encoded.
+        return None if self.request.ignore_result else outcome.packet
 
     return stage
 

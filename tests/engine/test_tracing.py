@@ -9,7 +9,7 @@ import pytest
 
 from orchestrator.constants import ExecutionStatus
 from orchestrator.ops.tracing import instrument
-from tests.engine.conftest import Engine
+from tests.engine.conftest import Engine, wait_until
 
 trace_sdk = pytest.importorskip("opentelemetry.sdk.trace")
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor  # noqa: E402
@@ -39,8 +39,18 @@ def test_a_run_is_one_trace_from_submit_to_finish(
     execution_id = fresh.submit("linear5", {"start": 1})
     assert fresh.wait(execution_id).status == ExecutionStatus.COMPLETED
 
+
+    def ours_when_finish_ended() -> list | None:
+        # The run reads as completed a moment before its finish span ends.
+        mine = [
+            s
+            for s in spans.get_finished_spans()
+            if s.attributes.get("orchestrator.execution") == execution_id
+        ]
+        return mine if any(s.name == "finish" for s in mine) else None
+
+    ours = wait_until(ours_when_finish_ended, "the finish span ended")
     recorded = spans.get_finished_spans()
-    ours = [s for s in recorded if s.attributes.get("orchestrator.execution") == execution_id]
     names = sorted(s.name for s in ours)
     assert names.count("stage") == 5
     assert {"submit", "admission", "finish"} <= set(names)

@@ -23,6 +23,7 @@ from orchestrator.core.estimator import (
     estimate,
     remaining_ms,
     stage_features,
+    topological,
 )
 from orchestrator.core.templates import bind, parse_template
 
@@ -147,3 +148,6 @@ def test_what_is_left_follows_what_ended() -> None:
     assert remaining_ms(deps, p50, {"a"}, {"b": 300}) == 250
     assert remaining_ms(deps, p50, {"a", "b"}, {}) == 250  # c still ahead of d
     assert remaining_ms(deps, p50, set(deps), {}) == 0
+    backwards = dict(reversed(deps.items()))  # not topological: sorted first, same answers
+    assert remaining_ms(backwards, p50, {"a"}, {"b": 300}) == 250
+    assert list(topological(backwards)) in (["a", "b", "c", "d"], ["a", "c", "b", "d"])

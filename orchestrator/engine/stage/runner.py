@@ -11,10 +11,11 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from celery.exceptions import SoftTimeLimitExceeded
 from redis.exceptions import NoScriptError
@@ -23,7 +24,7 @@ from orchestrator.constants import RUN_HALTED, STAGE_ENDED, LiveStatus, StageSta
 from orchestrator.core.handshake import DataRef, HandshakePacket, NextStage, Summary
 from orchestrator.core.retry import RetryPolicy, compute_backoff, retry_after_of, should_retry
 from orchestrator.db import PipelineExecution
-from orchestrator.engine.events import Event, stage_event
+from orchestrator.engine.events import Event, append, stage_event
 from orchestrator.engine.ledger import record_usage
 from orchestrator.engine.metrics import stage_metrics
 from orchestrator.engine.run_state import RunMeta, RunState, StageRecord, now_ms
@@ -38,6 +39,8 @@ log = logging.getLogger(__name__)
 
 #: How long a stage waits before asking again for a capacity slot of its worker type.
 SLOT_RETRY_S = 0.5
+#: What slot.lua answers: none free, the holder held it already, taken now.
+SLOT_NONE, SLOT_HELD, SLOT_TAKEN = 0, 1, 2
 
 
 @dataclass(frozen=True)
@@ -63,30 +66,53 @@ def run_stage(
     stage_id: str,
     deps: list[str],
     *,
+    worker: str,
     attempt: int,
     task_id: str | None,
     launch: str | None = None,
 ) -> Outcome:
-    """One attempt of a stage, in its span of the run's trace."""
+    """One attempt of a stage, in its span of the run's trace.
+
+    The stage asks for its capacity slot in the round trip that reads its inputs (most
+    stages run, so the second round trip is saved); every path that then does not run
+    gives back a slot it took, and only one it took now (``SLOT_TAKEN``), never one the
+    current launch of the same stage holds.
+    """
     entered = time.perf_counter()
     state = RunState(runtime.redis)
-    spec, meta, upstream, record = state.stage_inputs(execution_id, stage_id, deps)
-    if spec is None:
-        log.warning(
-            "run %s has no live plan (expired or Redis lost); stage %s dropped",
+    holder = f"{execution_id}:{stage_id}"
+    try:
+        spec, meta, upstream, record, extra = state.stage_inputs(
             execution_id,
             stage_id,
+            deps,
+            also=lambda pipe: runtime.admission.acquire_slot(worker, holder, client=pipe),
         )
-        return Outcome(None, stale=True)  # the reconciler resumes the run
+        slot = int(extra[0])
+    except NoScriptError:  # Redis lost its script cache (a restart): load it, ask again
+        slot = SLOT_HELD if runtime.admission.acquire_slot(worker, holder) else SLOT_NONE
+        spec, meta, upstream, record, _ = state.stage_inputs(execution_id, stage_id, deps)
+
+    def stale(why: str) -> Outcome:
+        log.warning("%s; stage %s of run %s dropped", why, stage_id, execution_id)
+        if slot == SLOT_TAKEN:
+            runtime.admission.release_slot(worker, holder)
+        return Outcome(None, stale=True)
+
+    if spec is None:  # the reconciler resumes the run
+        return stale("no live plan (expired or Redis lost)")
     if launch is not None and meta.get("launch") != launch:
         # Redelivered from a launch the run was resumed past (a killed worker's message):
         # the current launch runs this stage itself.
-        log.warning("stale message of run %s, stage %s: ignored", execution_id, stage_id)
-        return Outcome(None, stale=True)
+        return stale("a message of an earlier launch")
+    if spec["worker"] != worker:
+        return stale(f"sent to worker type {worker}, planned for {spec['worker']}")
     if record.get("status") in {StageStatus.COMPLETED, StageStatus.CACHED, StageStatus.SKIPPED}:
+        if slot == SLOT_TAKEN:
+            runtime.admission.release_slot(worker, holder)
         return Outcome(state.packets(execution_id).get(stage_id))  # redelivered: already done
-    annotate(worker_type=spec["worker"], action=spec["action"])
-    stage = _Stage(runtime, state, execution_id, stage_id, spec, meta, attempt, task_id)
+    annotate(worker_type=worker, action=spec["action"])
+    stage = _Stage(runtime, state, execution_id, stage_id, spec, meta, attempt, task_id, slot)
     stage.lap("inputs", entered)
     stage.timing["entered_at"] = round(time.time() * 1000 - stage.timing["inputs"], 3)
     if meta.get("status") in RUN_HALTED:
@@ -117,6 +143,7 @@ class _Stage:
         meta: RunMeta,
         attempt: int,
         task_id: str | None,
+        slot: int,
     ) -> None:
         self.runtime = runtime
         self.state = state
@@ -137,6 +164,12 @@ class _Stage:
         #: them to show where a stage's time goes).
         self.timing: dict[str, float] = {}
         self._lapped = time.perf_counter()
+        self.slot = slot
+        #: The start is written once, by whoever comes first: the stage's end (in its own
+        #: round trip) or the lease keeper's next tick while the stage still works.
+        self._announce_lock = threading.Lock()
+        self._announced = True  # until the stage takes its slot and starts
+        self._start_event: Event = {}
 
     def lap(self, step: str, since: float | None = None) -> None:
         """Note how long ``step`` took: since ``since``, or since the last step."""
@@ -171,14 +204,27 @@ class _Stage:
         self.record.update(
             {"status": status, "completed_at": now_ms(), "error": None, "reason": reason}
         )
+        pipe = self.runtime.redis.pipeline(transaction=False)
+        if self.slot == SLOT_TAKEN:
+            self.runtime.admission.release_slot(self.spec["worker"], self.holder, client=pipe)
         self.state.record(
             self.execution_id,
             self.stage_id,
             self.record,
             event=None if quiet else self.event(status, reason),
             packet=packet,
+            pipe=pipe,
         )
+        self._execute(pipe)
         return Outcome(packet)
+
+    def _execute(self, pipe: Any) -> None:
+        """Run a stage-end pipeline; if Redis lost free.lua (a restart), the plain ZREM queued
+        before it freed the slot: load the script and count the busy time."""
+        try:
+            pipe.execute()
+        except NoScriptError:
+            self.runtime.admission.release_slot(self.spec["worker"], self.holder)
 
     def run(self, refs: dict[str, DataRef]) -> Outcome:
         """cache -> capacity slot -> inputs -> the function -> output -> settle -> packet."""
@@ -189,10 +235,11 @@ class _Stage:
             return hit
         started = time.perf_counter()
         self.lap("cache")
-        if not self._take_slot():
+        if self.slot == SLOT_NONE:
             return self._wait_for_slot()
+        self._start()
         self.lap("slot")
-        sink = RunSink(self.runtime, self.state, self.meta)
+        sink = RunSink(self.runtime, self.state, self.meta, before_event=self.announce)
         try:
             result, ref = self._call(action, refs, input_sums, sink)
         except SoftTimeLimitExceeded:
@@ -213,19 +260,26 @@ class _Stage:
         identity = (action.worker_type, action.name, action.version, self.spec["params"])
         return redis_key("cache", digest(*identity, input_sums, self._cache_owner()))
 
-    def _take_slot(self) -> bool:
-        """Take a capacity slot and record the start, in one round trip."""
-        admission = self.runtime.admission
-        pipe = self.runtime.redis.pipeline(transaction=False)
-        admission.acquire_slot(self.spec["worker"], self.holder, client=pipe)
+    def _start(self) -> None:
+        """The stage holds its slot and starts; its running record and event are written
+        later, by ``announce``, so a stage that ends at once pays no round trip for them."""
         self.record.update({"status": StageStatus.RUNNING, "started_at": now_ms()})
         self.meta.setdefault("_started_at", {})[self.stage_id] = now_ms()
-        started = self.event(StageStatus.RUNNING, "started", 0.0)
-        self.state.record(self.execution_id, self.stage_id, self.record, event=started, pipe=pipe)
-        try:
-            return bool(pipe.execute()[0])
-        except NoScriptError:  # Redis lost its script cache (a restart): load it, ask again
-            return admission.acquire_slot(self.spec["worker"], self.holder)
+        self._start_event = self.event(StageStatus.RUNNING, "started", 0.0)
+        self._announced = False
+
+    def announce(self, pipe: Any = None) -> None:
+        """Write the start (once): at once, or queued on the stage end's ``pipe``, where only
+        its event is needed (the record that follows replaces the running one)."""
+        with self._announce_lock:
+            if self._announced:
+                return
+            self._announced = True
+            if pipe is not None:
+                append(pipe, self.execution_id, self._start_event)
+                return
+            running = cast(StageRecord, {**self.record, "status": StageStatus.RUNNING})
+            self.state.record(self.execution_id, self.stage_id, running, event=self._start_event)
 
     def _wait_for_slot(self) -> Outcome:
         # retry_at tells the reconciler when a waiting stage is overdue (its worker died).
@@ -238,29 +292,33 @@ class _Stage:
     def _call(
         self, action: Action, refs: dict[str, DataRef], input_sums: dict[str, str], sink: RunSink
     ) -> tuple[StageResult, DataRef]:
-        """Inputs by reference in (checksums verified), the function, its output written."""
-        inputs = {d: self.runtime.outputs.read(r) for d, r in refs.items()}
-        self.lap("read")
-        moved = stage_metrics().handshake_bytes
-        moved.labels(action.worker_type, "read").inc(sum(r.size_bytes for r in refs.values()))
-        ctx = StageContext(
-            execution_id=self.execution_id,
-            stage_id=self.stage_id,
-            worker_type=action.worker_type,
-            action=action.name,
-            settings=self.runtime.settings,
-            sink=sink,
-            attempt=self.attempt,
+        """Inputs by reference in (checksums verified), the function, its output written,
+        with the stage's leases kept alive throughout."""
+        keeper = LeaseKeeper(
+            self.runtime, self.spec["worker"], self.holder, self.execution_id, self.announce
         )
-        with LeaseKeeper(self.runtime, self.spec["worker"], self.holder, self.execution_id):
+        with keeper:
+            inputs = {d: self.runtime.outputs.read(r) for d, r in refs.items()}
+            self.lap("read")
+            moved = stage_metrics().handshake_bytes
+            moved.labels(action.worker_type, "read").inc(sum(r.size_bytes for r in refs.values()))
+            ctx = StageContext(
+                execution_id=self.execution_id,
+                stage_id=self.stage_id,
+                worker_type=action.worker_type,
+                action=action.name,
+                settings=self.runtime.settings,
+                sink=sink,
+                attempt=self.attempt,
+            )
             result = action.function(ctx, inputs, self.spec["params"])
-        self.lap("function")
-        if not isinstance(result, StageResult):
-            result = StageResult(output=result)
-        params = self.spec["params"]
-        stem = f"outputs/{self.execution_id}/{self.stage_id}/{digest(params, input_sums)[:16]}"
-        ttl = timedelta(seconds=self.runtime.settings.output_ttl_s)
-        ref = self.runtime.outputs.write(stem, result.output, ttl=ttl)
+            self.lap("function")
+            if not isinstance(result, StageResult):
+                result = StageResult(output=result)
+            params = self.spec["params"]
+            stem = f"outputs/{self.execution_id}/{self.stage_id}/{digest(params, input_sums)[:16]}"
+            ttl = timedelta(seconds=self.runtime.settings.output_ttl_s)
+            ref = self.runtime.outputs.write(stem, result.output, ttl=ttl)
         self.lap("write")
         annotate(bytes_read=sum(r.size_bytes for r in refs.values()), bytes_written=ref.size_bytes)
         moved.labels(action.worker_type, "written").inc(ref.size_bytes)
@@ -310,14 +368,12 @@ class _Stage:
         message = "done" if result.proceed else "done; continue: false stops what follows"
         pipe = self.runtime.redis.pipeline(transaction=False)
         self.runtime.admission.release_slot(self.spec["worker"], self.holder, client=pipe)
+        self.announce(pipe)
         done = self.event(StageStatus.COMPLETED, message)
         self.state.record(
             self.execution_id, self.stage_id, self.record, event=done, packet=packet, pipe=pipe
         )
-        try:
-            pipe.execute()
-        except NoScriptError:  # the slot is free (plain ZREM); load free.lua, count busy time
-            self.runtime.admission.release_slot(self.spec["worker"], self.holder)
+        self._execute(pipe)
         return Outcome(packet)
 
     def _cache_owner(self) -> list[str | None]:
@@ -354,13 +410,18 @@ class _Stage:
                 "error": None,
             }
         )
+        pipe = self.runtime.redis.pipeline(transaction=False)
+        if self.slot == SLOT_TAKEN:
+            self.runtime.admission.release_slot(self.spec["worker"], self.holder, client=pipe)
         self.state.record(
             self.execution_id,
             self.stage_id,
             self.record,
             event=self.event(StageStatus.CACHED, "result cache hit: skipped, no cost"),
             packet=packet,
+            pipe=pipe,
         )
+        self._execute(pipe)
         stage_metrics().cache_hits.labels(self.spec["worker"], self.spec["action"]).inc()
         return Outcome(packet)
 
@@ -402,9 +463,8 @@ class _Stage:
         stage_metrics().duration.labels(*labels).observe(time.perf_counter() - started)
 
     def _failed(self, error: BaseException, started: float) -> Outcome:
-        self.runtime.admission.release_slot(
-            self.spec["worker"], f"{self.execution_id}:{self.stage_id}"
-        )
+        self.announce()  # its start first, as every attempt's events go
+        self.runtime.admission.release_slot(self.spec["worker"], self.holder)
         message = (
             error.message
             if isinstance(error, OrchestratorError)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
+from collections.abc import Callable
 
 from orchestrator.core.estimator import remaining_ms as critical_remaining_ms
 from orchestrator.engine.events import progress_event
@@ -41,13 +42,22 @@ def remaining_ms(
 class RunSink:
     """The real ``StageSink``: progress to the event stream, usage kept for settlement."""
 
-    def __init__(self, runtime: Runtime, state: RunState, meta: RunMeta) -> None:
+    def __init__(
+        self,
+        runtime: Runtime,
+        state: RunState,
+        meta: RunMeta,
+        before_event: Callable[[], None] = lambda: None,
+    ) -> None:
         self.runtime = runtime
         self.state = state
         self.meta = meta
         self.used: dict[str, float] = defaultdict(float)
+        #: Writes the stage's deferred start, which must come before its first progress.
+        self.before_event = before_event
 
     def progress(self, ctx: StageContext, percent: float, message: str) -> None:
+        self.before_event()
         started = self.meta.get("_started_at", {}).get(ctx.stage_id)
         remaining = remaining_ms(self.meta, ctx.stage_id, started)
         self.state.publish(
