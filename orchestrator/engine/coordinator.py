@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -438,16 +438,14 @@ def finish(
     if status is None:
         status = _outcome(meta, records)
     error = error or meta.get("error")
-    persist(runtime, execution_id, records, packets)
     with runtime.db.session() as session:
         row = session.get(PipelineExecution, execution_id, with_for_update=True)
         if row is None:
             raise NotFound(f"execution {execution_id!r} not found")
+        stages = row.stages
+        copy_records(stages, records, packets)
         if ExecutionStatus(row.status).terminal:
             return row.status
-        stages = session.scalars(
-            select(StageExecution).where(StageExecution.execution_id == execution_id)
-        ).all()
         for stage in stages:
             if stage.status in {StageStatus.PENDING, *STAGE_ACTIVE} and (
                 status in {ExecutionStatus.CANCELLED, ExecutionStatus.FAILED}
@@ -501,29 +499,35 @@ def persist(
     if not records:
         return
     with runtime.db.session() as session:
-        rows = {
-            row.stage_name: row
-            for row in session.scalars(
-                select(StageExecution).where(StageExecution.execution_id == execution_id)
-            )
-        }
-        for stage_id, record in records.items():
-            row = rows.get(stage_id)
-            if row is None:
-                continue
-            packet = packets.get(stage_id)
-            row.status = record.get("status", row.status)
-            row.attempts = record.get("attempts", row.attempts)
-            row.task_id = record.get("task_id")
-            row.error = record.get("error") or record.get("reason")
-            row.cache_hit = bool(record.get("cache_hit"))
-            row.cost_usd = record.get("cost_usd", 0.0) or 0.0
-            row.time_ms = record.get("time_ms")
-            row.started_at = _from_ms(record.get("started_at"))
-            row.completed_at = _from_ms(record.get("completed_at"))
-            if packet is not None:
-                row.data_reference = packet["data_ref"]
-                row.summary_data = packet["summary"]
+        rows = session.scalars(
+            select(StageExecution).where(StageExecution.execution_id == execution_id)
+        )
+        copy_records(rows, records, packets)
+
+
+def copy_records(
+    rows: Iterable[StageExecution],
+    records: Mapping[str, StageRecord],
+    packets: dict[str, dict[str, Any]],
+) -> None:
+    """Bring stage rows up to their live records (in the caller's transaction)."""
+    for row in rows:
+        record = records.get(row.stage_name)
+        if record is None:
+            continue
+        packet = packets.get(row.stage_name)
+        row.status = record.get("status", row.status)
+        row.attempts = record.get("attempts", row.attempts)
+        row.task_id = record.get("task_id")
+        row.error = record.get("error") or record.get("reason")
+        row.cache_hit = bool(record.get("cache_hit"))
+        row.cost_usd = record.get("cost_usd", 0.0) or 0.0
+        row.time_ms = record.get("time_ms")
+        row.started_at = _from_ms(record.get("started_at"))
+        row.completed_at = _from_ms(record.get("completed_at"))
+        if packet is not None:
+            row.data_reference = packet["data_ref"]
+            row.summary_data = packet["summary"]
 
 
 def _from_ms(value: int | None) -> datetime | None:
