@@ -69,9 +69,9 @@ def _stage_task(runtime: Runtime) -> Callable[..., Any]:
                 countdown=outcome.retry_in,
                 kwargs={**(self.request.kwargs or {}), "attempt": again},
             )
-        # Only a chord (fan-in) stores what a stage returns; elsewhere nothing reads it (the
-        # next stage reads its packet from the run's live state), so none is encoded.
-        return None if self.request.ignore_result else outcome.packet
+        # Nothing reads what a stage returns: the next stage reads its packet from the run's
+        # live state, and a chord (fan-in) only counts its header's ends. So none is encoded.
+        return None
 
     return stage
 
