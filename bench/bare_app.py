@@ -10,8 +10,8 @@ chains and groups with ``core.planner``, the engine's own planner. Celery's defa
 otherwise, as bench/default_app.py (JSON: the reference workers' outputs are JSON values).
 
 A root stage notes its run's first start and the last stage the run's end in two Redis
-sorted sets, so the benchmark reads submit-to-first-stage and completions as it does the
-engine's from its stage rows.
+sorted sets, and every stage the time its function took, so the benchmark reads
+submit-to-first-stage, completions and stage times as it does the engine's from its rows.
 """
 
 from __future__ import annotations
@@ -33,6 +33,8 @@ from orchestrator.settings import Settings
 
 #: Sorted sets of run id -> epoch seconds: a run's first stage started, its last one ended.
 STARTED_KEY, DONE_KEY = "bare:started", "bare:done"
+#: Lists (one per worker type) of the seconds each stage function took.
+TIMES_KEY = "bare:times:"
 
 app = Celery("bare", broker=os.environ["ORCH_BROKER_URL"], backend=os.environ["ORCH_REDIS_URL"])
 app.conf.task_default_queue = "bare"  # Celery's defaults otherwise (JSON, prefetch 4)
@@ -89,7 +91,9 @@ def stage(
         sink=RecordingSink(),
     )
     inputs = {name: outputs[name] for name in spec["depends_on"]}
+    began = time.perf_counter()
     result = action.function(ctx, inputs, spec["params"])
+    client.rpush(f"{TIMES_KEY}{spec['worker']}", time.perf_counter() - began)
     merged = {**outputs, spec["id"]: output_of(result)}
     if last:
         client.zadd(DONE_KEY, {run: time.time()})

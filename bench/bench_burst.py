@@ -137,6 +137,8 @@ class Stack:
     api: subprocess.Popen[bytes]
     beat: subprocess.Popen[bytes]
     http: list[httpx.Client] = field(default_factory=list)
+    #: Transport errors met by POST /execute (each was posted again).
+    transport_errors: list[str] = field(default_factory=list)
     monitor: httpx.Client | None = None
 
     def __post_init__(self) -> None:
@@ -164,7 +166,16 @@ class Stack:
             "parameters": parameters,
         }
         started = time.perf_counter()
-        response = self.http[n % len(self.http)].post("/execute", json=body)
+        for attempt in range(3):
+            try:
+                response = self.http[n % len(self.http)].post("/execute", json=body)
+                break
+            except httpx.TransportError as error:
+                # A keep-alive connection the server closed as it was reused (gunicorn's
+                # keepalive is 2 s): posted again, safely, with the same request_id.
+                self.transport_errors.append(repr(error))
+                if attempt == 2:
+                    return 0, None, time.perf_counter() - started
         took = time.perf_counter() - started
         if response.status_code != 202:
             print(f"POST /execute {response.status_code}: {response.text[:300]}", flush=True)
@@ -328,6 +339,15 @@ class RunRows:
                 ready = max([e for e in ends if e is not None], default=created)
                 waits.append(started - ready)
         return waits
+
+    def stage_times(self) -> dict[str, list[float]]:
+        """Per worker type: each stage's start to end, seconds."""
+        out: dict[str, list[float]] = {}
+        for rows in self.stages.values():
+            for kind, began, ended in rows.values():
+                if began is not None and ended is not None:
+                    out.setdefault(kind, []).append(ended - began)
+        return out
 
     def busy_share(self, worker: str, slots: int, start: float, stop: float) -> float:
         """Slot-seconds the type's stages held in [start, stop] over slots x the window."""
@@ -498,6 +518,7 @@ def engine_burst(stack: Stack, requests: list[tuple[str, dict[str, Any]]]) -> di
         "posted": len(requests),
         "answers": Counter(status for status, _, _ in answers),
         "post_latency": [took for _, _, took in answers],
+        "transport_errors": Counter(stack.transport_errors),
         "accepted": len(accepted),
         "post_s": posted - began,
         "counts": Counter(s for s in ended.values() if s is not None),
@@ -506,6 +527,7 @@ def engine_burst(stack: Stack, requests: list[tuple[str, dict[str, Any]]]) -> di
         "runs_per_s": len(accepted) / (last_end - began),
         "elapsed_s": last_end - began,
         "steady_per_s": steady_rate([c for _, c, _, _ in rows.runs.values() if c is not None]),
+        "stage_times": rows.stage_times(),
         "first_stage": rows.first_stage_waits(),
         "first_stage_by_template": {
             t: RunRows(
@@ -526,7 +548,7 @@ def engine_burst(stack: Stack, requests: list[tuple[str, dict[str, Any]]]) -> di
 
 def bare_burst(stack: Stack, requests: list[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
     os.environ.update(stack.settings.to_env())
-    from bench.bare_app import DONE_KEY, STARTED_KEY, canvas
+    from bench.bare_app import DONE_KEY, STARTED_KEY, TIMES_KEY, canvas
     from bench.bare_app import app as bare
 
     client = redis.Redis.from_url(stack.settings.redis_url)
@@ -563,7 +585,7 @@ def bare_burst(stack: Stack, requests: list[tuple[str, dict[str, Any]]]) -> dict
         ):
             canvas(f"warm-{i}", shape(template, parameters)).apply_async()
         wait_done(2, 180)
-        client.delete(DONE_KEY, STARTED_KEY)
+        client.delete(DONE_KEY, STARTED_KEY, *[TIMES_KEY + w for w in CONCURRENCY])
         load_before = os.getloadavg()
         canvases = [
             (f"bare-{i}", canvas(f"bare-{i}", shape(t, p))) for i, (t, p) in enumerate(requests)
@@ -575,6 +597,7 @@ def bare_burst(stack: Stack, requests: list[tuple[str, dict[str, Any]]]) -> dict
             signature.apply_async()
         wait_done(len(requests), 1800)
         done, started = scores(client, DONE_KEY), scores(client, STARTED_KEY)
+        times = {w: [float(t) for t in client.lrange(TIMES_KEY + w, 0, -1)] for w in CONCURRENCY}
     finally:
         fleet.stop()
     return {
@@ -583,6 +606,7 @@ def bare_burst(stack: Stack, requests: list[tuple[str, dict[str, Any]]]) -> dict
         "runs_per_s": len(done) / (max(done.values()) - began),
         "elapsed_s": max(done.values()) - began,
         "steady_per_s": steady_rate(list(done.values())),
+        "stage_times": {w: t for w, t in times.items() if t},
         "first_stage": [started[r] - sent[r] for r in sent if r in started],
     }
 
@@ -732,7 +756,9 @@ def report(
         f" (1 / 5 min), at end {burst['load_after'][0]:.2f} / {burst['load_after'][1]:.2f}",
         f"  accepted (202) {burst['accepted']} of {burst['posted']} in {burst['post_s']:.1f} s "
         f"(answers {dict(burst['answers'])}); POST /execute answered in p50 "
-        f"{ms(burst['post_latency'], 0.5)}, p99 {ms(burst['post_latency'], 0.99)}",
+        f"{ms(burst['post_latency'], 0.5)}, p99 {ms(burst['post_latency'], 0.99)}; "
+        f"transport errors posted again with the same request_id: "
+        f"{dict(burst['transport_errors']) or 'none'}",
         f"  ended: completed {counts['completed']}, failed {counts['failed']}, cancelled "
         f"{counts['cancelled']}, other {sum(v for k, v in counts.items() if k not in TERMINAL)}"
         f" (GET /executions); lost = accepted - ended = {burst['lost']}",
@@ -754,6 +780,16 @@ def report(
         lines.append(
             f"    engine, {template}: p50 {ms(waits, 0.5)}, p99 {ms(waits, 0.99)} ({len(waits)})"
         )
+    lines.append(
+        "  stage time by worker type, median (engine: the stage row's start to end, inputs "
+        "read and output written included | bare: the function alone): "
+        + ", ".join(
+            f"{w} {ms(burst['stage_times'].get(w, []), 0.5)} | "
+            f"{ms(bare['stage_times'].get(w, []), 0.5)}"
+            for w in CONCURRENCY
+            if w != COORDINATOR_QUEUE
+        )
+    )
     bottleneck = max(burst["share"], key=burst["share"].get)
     lines += [
         f"  busy share of each type's slots while runs were waiting to start (first POST to "
