@@ -146,16 +146,38 @@ def to_yaml(template: Template) -> str:
 
 
 def get(database: Database, name: str, version: int | None = None) -> Template:
-    """The template's given or current version; ``NotFound`` names what is missing."""
+    """The template's given or current version; ``NotFound`` names what is missing.
+
+    Every submit and every launch asks: the query reads only the version and checksum, and
+    the parsed template comes from a small cache keyed by them (a version, once stored, never
+    changes; the checksum tells apart the same name and version in another database)."""
+    query = select(TemplateVersion.version, TemplateVersion.checksum).where(
+        TemplateVersion.name == name
+    )
+    query = (
+        query.order_by(TemplateVersion.version.desc()).limit(1)
+        if version is None
+        else query.where(TemplateVersion.version == version)
+    )
     with database.session() as session:
-        if version is None:
-            row = _latest(session, name)
-        else:
-            row = session.get(TemplateVersion, (name, version))
-        if row is None:
+        found = session.execute(query).first()
+        if found is None:
             what = f"template {name!r}" + (f" version {version}" if version else "")
             raise NotFound(f"{what} not found")
-        return Template.model_validate(row.definition)
+        key = (name, found.version, found.checksum)
+        template = _parsed.get(key)
+        if template is None:
+            row = session.get(TemplateVersion, (name, found.version))
+            assert row is not None  # read in this transaction just now
+            template = _parsed[key] = Template.model_validate(row.definition)
+            while len(_parsed) > PARSED_CACHE_SIZE:
+                del _parsed[next(iter(_parsed))]
+        return template
+
+
+#: Parsed templates by (name, version, checksum); oldest out first.
+_parsed: dict[tuple[str, int, str], Template] = {}
+PARSED_CACHE_SIZE = 256
 
 
 def current_templates(database: Database) -> list[Template]:
