@@ -20,6 +20,7 @@ import os
 import statistics
 import sys
 import time
+import uuid
 from collections.abc import Callable
 from itertools import pairwise
 from pathlib import Path
@@ -33,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.harness import bench_settings
 from orchestrator import template_registry
+from orchestrator.auth import Scope, create_key
 from orchestrator.core.templates import parse_template
 from orchestrator.engine import coordinator, events
 from orchestrator.engine.canvas import finish_task_id
@@ -124,7 +126,8 @@ def through_api(client: httpx.Client, name: str) -> tuple[float, float]:
     """What a user sees: ``POST /execute``, then the run's SSE stream read to its final
     event. Returns (POST to final event, 202 to the first event) in seconds."""
     started = time.perf_counter()
-    response = client.post("/execute", json={"template_name": name, "parameters": {}})
+    body = {"template_name": name, "parameters": {}, "request_id": uuid.uuid4().hex}
+    response = client.post("/execute", json=body)
     accepted = time.perf_counter()
     assert response.status_code == 202, response.text
     first = None
@@ -192,9 +195,12 @@ def api_section(
     noop: Any,
 ) -> list[str]:
     """Through the API as a user sees it, alternating with bare Celery, workload by workload."""
+    key = create_key(Runtime(settings).db, Scope.CLIENT, client_id="bench", label="bench engine")
     api = start_api(settings, API_PORT)
     try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{API_PORT}", timeout=60) as client:
+        headers = {"Authorization": f"Bearer {key}"}
+        url = f"http://127.0.0.1:{API_PORT}"
+        with httpx.Client(base_url=url, timeout=60, headers=headers) as client:
             through_api(client, f"bench_linear_{STAGES}")  # warm up
             runs: dict[str, list[float]] = {}
             firsts: list[float] = []
