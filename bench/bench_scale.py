@@ -126,6 +126,10 @@ def main() -> None:
         f"from {SIZES[0]} to {SIZES[-1]} waiting ({growth:.0f}x): "
         + ", ".join(f"{k} x{last[k] / first[k]:.2f}" for k in kinds)
     )
+    lines.append(
+        "(a full scan looks at min(waiting - 1, 100) runs past the head, and a new run that may"
+        " pass checks the runs ahead only when there are at most 100: both are flat from 100 on)"
+    )
     text = "\n".join(lines) + "\n"
     print(text, end="")
     (ROOT / "bench" / "results" / "scale.txt").write_text(text)
