@@ -24,6 +24,8 @@ KEEP_BUCKETS = 400
 WINDOWS = {"1m": 60_000, "15m": 900_000, "1h": 3_600_000}
 #: Below this many minutes of history, the arrival forecast is the plain recent mean.
 MIN_SMOOTHING_MINUTES = 30
+#: Below MIN_SMOOTHING_MINUTES, the forecast is the mean of this many last minutes.
+RECENT_MINUTES = 5
 #: Two days of minutes: enough for exponential smoothing with a daily season (hourly sums).
 MIN_SEASONAL_MINUTES = 2 * 1440
 #: The busy share a sized pool aims at (queueing delay explodes as it nears 1).
@@ -80,13 +82,15 @@ def forecast_arrivals(per_minute: Sequence[float]) -> Forecast:
     """The next minutes' arrival rate from a series of per-minute counts (oldest first).
 
     Two days or more: Holt-Winters with a daily season on hourly sums; half an hour or more:
-    simple exponential smoothing (statsmodels) on the minutes; less: the mean; none: 0.
+    simple exponential smoothing (statsmodels) on the minutes; less: the mean of the last
+    ``RECENT_MINUTES``; none: 0.
     """
     n = len(per_minute)
     if n == 0:
         return Forecast(0.0, "none", 0)
     if n < MIN_SMOOTHING_MINUTES or not any(per_minute):
-        return Forecast(sum(per_minute) / n, "recent mean", n)
+        recent = per_minute[-RECENT_MINUTES:]  # a load that is rising shows in its last minutes
+        return Forecast(sum(recent) / len(recent), "recent mean", n)
     from statsmodels.tsa.holtwinters import ExponentialSmoothing
 
     with warnings.catch_warnings():  # convergence chatter on short or flat series

@@ -254,9 +254,7 @@ def start(runtime: Runtime, execution_id: str) -> str:
     return ExecutionStatus.FAILED
 
 
-def launch(
-    runtime: Runtime, execution_id: str, *, bound: list[BoundStage] | None = None
-) -> bool:
+def launch(runtime: Runtime, execution_id: str, *, bound: list[BoundStage] | None = None) -> bool:
     """Launch an admitted run once, however many times it is asked; True if this call did.
 
     A claim in Redis keeps concurrent launchers apart; the database's move from pending (or
@@ -282,9 +280,7 @@ def launch(
         runtime.redis.delete(claim)
 
 
-def _launch(
-    runtime: Runtime, execution: PipelineExecution, bound: list[BoundStage] | None
-) -> bool:
+def _launch(runtime: Runtime, execution: PipelineExecution, bound: list[BoundStage] | None) -> bool:
     """Write the run's plan to Redis, mark it running, send its canvas.
 
     A resumed run sends only its ``rerun_stages``; the packets of the checkpoints they

@@ -29,8 +29,11 @@ if TYPE_CHECKING:
 #: Minutes of stage history the forecast reads: two days and an hour, so the daily season
 #: can be fitted once that much history exists.
 HISTORY_MINUTES = 49 * 60
-#: The horizon desired capacity is sized for: the backlog should drain within it.
-HORIZON_S = 300.0
+#: The horizon desired capacity is sized for: the backlog should drain within it. Short, so
+#: that a queue building up is a queue wait of seconds, not minutes (a burst lasts a minute
+#: or two; the minute-by-minute forecast sees it only afterwards). Shrinking waits out its
+#: own hold time in the autoscaler, so a short horizon does not make the pool flap.
+HORIZON_S = 15.0
 #: A stage's service time when nothing has been learned about its worker type.
 DEFAULT_SERVICE_S = 1.0
 #: A report is reused this long per process (Prometheus scrapes and the dashboard poll).

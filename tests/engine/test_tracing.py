@@ -39,7 +39,6 @@ def test_a_run_is_one_trace_from_submit_to_finish(
     execution_id = fresh.submit("linear5", {"start": 1})
     assert fresh.wait(execution_id).status == ExecutionStatus.COMPLETED
 
-
     def ours_when_finish_ended() -> list | None:
         # The run reads as completed a moment before its finish span ends.
         mine = [

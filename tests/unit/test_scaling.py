@@ -54,6 +54,11 @@ def test_short_history_is_its_mean() -> None:
     assert (forecast.per_minute, forecast.method) == (4.0, "recent mean")
 
 
+def test_a_rising_load_shows_in_the_recent_mean() -> None:
+    forecast = scaling.forecast_arrivals([0, 0, 0, 0, 0, 0, 10, 20, 30, 40, 50])
+    assert forecast.per_minute == 30.0  # the last five minutes, not the eleven
+
+
 def test_exponential_smoothing_follows_a_level_shift() -> None:
     series = [2.0] * 40 + [10.0] * 20
     forecast = scaling.forecast_arrivals(series)
