@@ -254,6 +254,47 @@ def start_stack(settings: Settings) -> Stack:
     return Stack(settings, runtime, f"http://127.0.0.1:{port}", keys, monitor_key, api, beat)
 
 
+# -- CPU -------------------------------------------------------------------------------------
+
+
+def _stat(pid: int) -> list[str]:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
+def process_cpu_s(pid: int) -> float:
+    """CPU seconds of a process tree: the root's own and its reaped children's, plus those of
+    its live descendants (prefork pool processes, gunicorn's worker)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parents[int(entry.name)] = int(_stat(int(entry.name))[1])
+            except (OSError, IndexError, ValueError):
+                continue
+    tree, frontier = {pid}, [pid]
+    while frontier:
+        parent = frontier.pop()
+        for child, ppid in parents.items():
+            if ppid == parent and child not in tree:
+                tree.add(child)
+                frontier.append(child)
+    total = 0.0
+    for member in tree:
+        try:
+            fields = _stat(member)
+        except OSError:
+            continue
+        own = int(fields[11]) + int(fields[12])
+        reaped = int(fields[13]) + int(fields[14]) if member == pid else 0
+        total += (own + reaped) / tick
+    return total
+
+
+def cpu_by_role(roles: dict[str, list[int]]) -> dict[str, float]:
+    return {role: sum(process_cpu_s(pid) for pid in pids) for role, pids in roles.items()}
+
+
 # -- figures -----------------------------------------------------------------------------------
 
 
@@ -473,6 +514,13 @@ def engine_burst(stack: Stack, requests: list[tuple[str, dict[str, Any]]]) -> di
         wait_ready(stack.runtime.celery, fleet, timeout_s=120)
         warm_up(stack)
         load_before = os.getloadavg()
+        roles = {
+            "API": [stack.api.pid],
+            "beat": [stack.beat.pid],
+            "coordinator": [fleet.processes[COORDINATOR_QUEUE].pid],
+            "stage workers": [p.pid for q, p in fleet.processes.items() if q != COORDINATOR_QUEUE],
+        }
+        cpu_before = cpu_by_role(roles)
         sampler = Sampler(stack)
         sampler.start()
         began = time.time()
@@ -489,6 +537,7 @@ def engine_burst(stack: Stack, requests: list[tuple[str, dict[str, Any]]]) -> di
                 print(f"  {dict(counts)}", flush=True)
 
         stack.wait_ended(accepted, 1800, tick)
+        cpu_after = cpu_by_role(roles)
         sampler.stop()
         statuses = stack.statuses()
         held = leftovers(stack)
@@ -519,6 +568,7 @@ def engine_burst(stack: Stack, requests: list[tuple[str, dict[str, Any]]]) -> di
         "answers": Counter(status for status, _, _ in answers),
         "post_latency": [took for _, _, took in answers],
         "transport_errors": Counter(stack.transport_errors),
+        "cpu": {role: cpu_after[role] - cpu_before[role] for role in roles},
         "accepted": len(accepted),
         "post_s": posted - began,
         "counts": Counter(s for s in ended.values() if s is not None),
@@ -587,6 +637,8 @@ def bare_burst(stack: Stack, requests: list[tuple[str, dict[str, Any]]]) -> dict
         wait_done(2, 180)
         client.delete(DONE_KEY, STARTED_KEY, *[TIMES_KEY + w for w in CONCURRENCY])
         load_before = os.getloadavg()
+        workers = [p.pid for p in fleet.processes.values()]
+        cpu_before = sum(process_cpu_s(pid) for pid in workers)
         canvases = [
             (f"bare-{i}", canvas(f"bare-{i}", shape(t, p))) for i, (t, p) in enumerate(requests)
         ]
@@ -598,6 +650,7 @@ def bare_burst(stack: Stack, requests: list[tuple[str, dict[str, Any]]]) -> dict
         wait_done(len(requests), 1800)
         done, started = scores(client, DONE_KEY), scores(client, STARTED_KEY)
         times = {w: [float(t) for t in client.lrange(TIMES_KEY + w, 0, -1)] for w in CONCURRENCY}
+        cpu = sum(process_cpu_s(pid) for pid in workers) - cpu_before
     finally:
         fleet.stop()
     return {
@@ -607,6 +660,7 @@ def bare_burst(stack: Stack, requests: list[tuple[str, dict[str, Any]]]) -> dict
         "elapsed_s": max(done.values()) - began,
         "steady_per_s": steady_rate(list(done.values())),
         "stage_times": {w: t for w, t in times.items() if t},
+        "cpu": cpu,
         "first_stage": [started[r] - sent[r] for r in sent if r in started],
     }
 
@@ -789,6 +843,14 @@ def report(
             for w in CONCURRENCY
             if w != COORDINATOR_QUEUE
         )
+    )
+    engine_cpu = sum(burst["cpu"].values())
+    lines.append(
+        f"  CPU seconds per run, the bench's own processes (the machine's other load, Redis "
+        f"and PostgreSQL not counted): engine {engine_cpu / burst['accepted']:.3f} ("
+        + ", ".join(f"{k} {v / burst['accepted']:.3f}" for k, v in burst["cpu"].items())
+        + f"), bare Celery workers {bare['cpu'] / RUNS:.3f}; engine / bare "
+        f"{engine_cpu / burst['accepted'] / (bare['cpu'] / RUNS):.2f}"
     )
     bottleneck = max(burst["share"], key=burst["share"].get)
     lines += [
