@@ -785,6 +785,20 @@ def ramp(stack: Stack, autoscale: bool) -> dict[str, Any]:
 # -- the report ------------------------------------------------------------------------------
 
 
+def revision() -> str:
+    """The commit measured, and whether the working tree held changes beyond it."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True).stdout
+
+    dirty = any(
+        line[3:].startswith(("orchestrator/", "workers/", "resources.yaml"))
+        for line in git("status", "--porcelain").splitlines()
+    )
+    head = git("rev-parse", "--short", "HEAD").strip() or "unknown"
+    return f"commit {head}" + (" + uncommitted engine changes" if dirty else "")
+
+
 def ms(values: list[float], q: float) -> str:
     return f"{pct(values, q) * 1000:.0f} ms"
 
@@ -798,7 +812,7 @@ def report(
     lines = [
         f"burst benchmark, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} cores; "
         f"orchestrator api (gunicorn, 1 gevent worker), orchestrator beat, celery workers, "
-        f"Redis DB {REDIS_DB}, PostgreSQL {PG_DATABASE}, private weed mini",
+        f"Redis DB {REDIS_DB}, PostgreSQL {PG_DATABASE}, private weed mini; {revision()}",
         "workers (prefork processes = capacity slots): "
         + ", ".join(f"{q} {c}" for q, c in CONCURRENCY.items()),
         "",
