@@ -99,7 +99,7 @@ class _Builder:
             if len(nodes) == 1:
                 parts.append(Step(nodes[0]))
                 break
-            components = self._components(nodes)
+            components = [nodes] if self._one_source(nodes) else self._components(nodes)
             if len(components) > 1:
                 parts.append(Parallel(tuple(self.decompose(c) for c in components)))
                 break
@@ -120,12 +120,27 @@ class _Builder:
     def _series_cut(self, nodes: list[str]) -> int | None:
         """The shortest prefix that every later source depends on entirely, if any."""
         members = set(nodes)
+        prefix: set[str] = set()
         for k in range(1, len(nodes)):
-            prefix, rest = set(nodes[:k]), nodes[k:]
-            sources = [y for y in rest if not (set(self.deps[y]) & (members - prefix))]
+            prefix.add(nodes[k - 1])
+            sources = (
+                y for y in nodes[k:] if all(d in prefix or d not in members for d in self.deps[y])
+            )
             if all(prefix <= self.ancestors[y] for y in sources):
                 return k
         return None
+
+    def _one_source(self, nodes: list[str]) -> bool:
+        """One node without dependencies among ``nodes``: every node leads back to it, so
+        they are one component (the common case, found without building the graph)."""
+        members = set(nodes)
+        sources = 0
+        for node in nodes:
+            if not any(d in members for d in self.deps[node]):
+                sources += 1
+                if sources > 1:
+                    return False
+        return sources == 1
 
     def _components(self, nodes: list[str]) -> list[list[str]]:
         """Weakly connected components, each in topological order."""

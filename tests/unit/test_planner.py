@@ -77,3 +77,11 @@ def test_celery_canvas_grows_linearly() -> None:
     per_stage = [size / stages for stages, size in sizes]
     assert max(per_stage) < 2 * min(per_stage), sizes
     assert sizes[-1][1] < 100_000, sizes
+
+
+def test_a_long_chain_is_one_series_of_steps() -> None:
+    # The longest a template may be; planning it once took seconds (cubic in its length).
+    deps = {f"s{i}": [f"s{i - 1}"] if i else [] for i in range(1000)}
+    result = plan(deps)
+    assert result.exact
+    assert result.root == Series(tuple(Step(f"s{i}") for i in range(1000)))
