@@ -100,6 +100,26 @@ def append(pipe: Any, execution_id: str, event: Event) -> None:
     pipe.expire(key, STREAM_TTL_S)
 
 
+#: A stage's event, appended only while its run's finish has not begun (``finishing`` in the
+#: run's meta): once the final event is out, a stage that outlived a cancel adds nothing after
+#: it. KEYS = run meta, stream; ARGV = event JSON, max length, TTL.
+_UNLESS_FINISHING = """
+if redis.call('HEXISTS', KEYS[1], 'finishing') == 1 then return false end
+local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'data', ARGV[1])
+redis.call('EXPIRE', KEYS[2], ARGV[3])
+return id
+"""
+
+
+def append_unless_finishing(pipe: Any, execution_id: str, event: Event) -> None:
+    """``append`` for a stage's event: dropped if the run's finish has begun."""
+    data = json.dumps(event, default=str)
+    meta = redis_key("run", execution_id)
+    pipe.eval(
+        _UNLESS_FINISHING, 2, meta, stream_key(execution_id), data, STREAM_MAXLEN, STREAM_TTL_S
+    )
+
+
 def publish(client: redis.Redis, execution_id: str, event: Event) -> str:
     """Append ``event`` now; returns its stream id (= its SSE id)."""
     pipe = client.pipeline(transaction=False)

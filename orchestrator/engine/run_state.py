@@ -15,7 +15,7 @@ from typing import Any, NamedTuple, TypedDict, cast
 import redis
 
 from orchestrator.constants import STAGE_ENDED, redis_key
-from orchestrator.engine.events import STREAM_TTL_S, Event, append
+from orchestrator.engine.events import STREAM_TTL_S, Event, append, append_unless_finishing
 
 RUN_TTL_S = STREAM_TTL_S
 PARTS = ("", "plan", "stages", "packets", "ended")
@@ -182,13 +182,14 @@ class RunState:
         if packet is not None:
             pipe.hset(_run(execution_id, "packets"), stage_id, json.dumps(packet))
         if event is not None:
-            append(pipe, execution_id, event)
+            append_unless_finishing(pipe, execution_id, event)
         if own:
             pipe.execute()
 
-    def publish(self, execution_id: str, event: Event) -> None:
+    def publish(self, execution_id: str, event: Event, *, by_stage: bool = False) -> None:
+        """Append ``event`` now; ``by_stage``: only while the run's finish has not begun."""
         pipe = self.redis.pipeline(transaction=False)
-        append(pipe, execution_id, event)
+        (append_unless_finishing if by_stage else append)(pipe, execution_id, event)
         pipe.execute()
 
     def stages(self, execution_id: str) -> dict[str, StageRecord]:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
-
 from orchestrator.constants import ExecutionStatus, StageStatus
 from orchestrator.engine import coordinator
 from tests.engine.conftest import Engine, wait_until
@@ -65,11 +63,6 @@ def test_cancel_of_a_running_run_stops_it_and_releases_everything(fresh: Engine)
     fresh.assert_nothing_held()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="engine gap: a stage that outlives a cancel (its worker could not terminate it "
-    "in time) still publishes progress and 'completed' after the run's final event",
-)
 def test_no_event_follows_the_final_one_after_a_cancel(fresh: Engine) -> None:
     """SSE followers stop at the final event and ``Last-Event-ID`` replays what follows
     it: a run's stream must end with it, as ``run_stage`` intends for stages that start

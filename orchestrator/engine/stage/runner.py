@@ -24,7 +24,7 @@ from orchestrator.constants import RUN_HALTED, STAGE_ENDED, LiveStatus, StageSta
 from orchestrator.core.handshake import DataRef, HandshakePacket, NextStage, Summary
 from orchestrator.core.retry import RetryPolicy, compute_backoff, retry_after_of, should_retry
 from orchestrator.db import PipelineExecution
-from orchestrator.engine.events import Event, append, stage_event
+from orchestrator.engine.events import Event, append_unless_finishing, stage_event
 from orchestrator.engine.ledger import record_usage
 from orchestrator.engine.metrics import stage_metrics
 from orchestrator.engine.run_state import RunMeta, RunState, StageRecord, now_ms
@@ -276,7 +276,7 @@ class _Stage:
                 return
             self._announced = True
             if pipe is not None:
-                append(pipe, self.execution_id, self._start_event)
+                append_unless_finishing(pipe, self.execution_id, self._start_event)
                 return
             running = cast(StageRecord, {**self.record, "status": StageStatus.RUNNING})
             self.state.record(self.execution_id, self.stage_id, running, event=self._start_event)

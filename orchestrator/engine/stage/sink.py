@@ -61,7 +61,9 @@ class RunSink:
         started = self.meta.get("_started_at", {}).get(ctx.stage_id)
         remaining = remaining_ms(self.meta, ctx.stage_id, started)
         self.state.publish(
-            ctx.execution_id, progress_event(ctx.stage_id, percent, message, remaining)
+            ctx.execution_id,
+            progress_event(ctx.stage_id, percent, message, remaining),
+            by_stage=True,
         )
 
     def usage(self, ctx: StageContext, resource: str, quantity: float) -> None:
