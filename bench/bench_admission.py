@@ -25,6 +25,7 @@ import redis
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.harness import write_results
 from orchestrator.constants import Priority
 from orchestrator.core.resources import parse_resources
 from orchestrator.engine.admission import Admission, RunNeeds
@@ -119,7 +120,7 @@ def main() -> None:
         f"  reserve / SET    {statistics.median(to_set):9.2f}",
     ]
     text = "\n".join(lines) + "\n"
-    (ROOT / "bench" / "results" / "admission.txt").write_text(text)
+    write_results("admission.txt", text)
     print(text)
 
 

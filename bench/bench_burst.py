@@ -55,7 +55,7 @@ from sqlalchemy import delete, select
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.harness import bench_settings
+from bench.harness import bench_settings, write_results
 from orchestrator import template_registry
 from orchestrator.auth import Scope, create_key
 from orchestrator.constants import COORDINATOR_QUEUE, ExecutionStatus
@@ -952,8 +952,7 @@ def main() -> None:
             stack.runtime.close()
         weed.stop()
     text = "\n".join(lines) + "\n"
-    (ROOT / "bench" / "results").mkdir(exist_ok=True)
-    (ROOT / "bench" / "results" / "burst.txt").write_text(text)
+    write_results("burst.txt", text)
     print(text)
 
 

@@ -32,7 +32,7 @@ from celery import chain, chord, group
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.harness import bench_settings
+from bench.harness import bench_settings, write_results
 from orchestrator import template_registry
 from orchestrator.auth import Scope, create_key
 from orchestrator.core.templates import parse_template
@@ -369,8 +369,7 @@ def main() -> None:
         plain_fleet.stop()
         s3.stop()
     text = "\n".join(lines) + "\n"
-    (ROOT / "bench" / "results").mkdir(exist_ok=True)
-    (ROOT / "bench" / "results" / "engine.txt").write_text(text)
+    write_results("engine.txt", text)
     print(text)
 
 

@@ -44,7 +44,7 @@ from pydantic import SecretStr
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.harness import bench_settings
+from bench.harness import bench_settings, write_results
 from orchestrator import template_registry
 from orchestrator.auth import Scope, create_key
 from orchestrator.db import PipelineExecution, ResourceUsage, StageExecution
@@ -918,8 +918,7 @@ def main() -> None:
         llm.stop()
     lines.append(f"\nwhole bench: {time.perf_counter() - began:.0f} s")
     text = "\n".join(lines) + "\n"
-    (ROOT / "bench" / "results").mkdir(exist_ok=True)
-    (ROOT / "bench" / "results" / "estimates.txt").write_text(text)
+    write_results("estimates.txt", text)
     print(text)
 
 

@@ -30,6 +30,7 @@ import redis
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.harness import write_results
 from orchestrator.constants import Priority
 from orchestrator.core.resources import parse_resources
 from orchestrator.engine.admission import Admission, RunNeeds
@@ -132,7 +133,7 @@ def main() -> None:
     )
     text = "\n".join(lines) + "\n"
     print(text, end="")
-    (ROOT / "bench" / "results" / "scale.txt").write_text(text)
+    write_results("scale.txt", text)
 
 
 if __name__ == "__main__":

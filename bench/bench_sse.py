@@ -24,13 +24,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.harness import bench_settings
-from orchestrator import supervisor
+from bench.harness import bench_settings, write_results
 from orchestrator.api.stream_hub import CLIENT_NAME
 from orchestrator.auth import Scope, create_key
 from orchestrator.db import PipelineExecution
 from orchestrator.engine import events
-from orchestrator.ops import migrations
+from orchestrator.ops import migrations, supervisor
 from orchestrator.runtime import Runtime
 from orchestrator.settings import Settings
 
@@ -223,8 +222,7 @@ def main() -> None:
         f"{max(r['hub_clients'] for r in every)}"
     )
     text = "\n".join(lines) + "\n"
-    (ROOT / "bench" / "results").mkdir(exist_ok=True)
-    (ROOT / "bench" / "results" / "sse.txt").write_text(text)
+    write_results("sse.txt", text)
     print(text)
 
 

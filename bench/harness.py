@@ -23,3 +23,10 @@ def bench_settings(redis_db: int, prefix: str = "orch-bench-") -> Settings:
         resources_file=ROOT / "resources.yaml",
         worker_modules=("workers", "workers.testing"),  # echo, sleep: the bench's own types
     )
+
+
+def write_results(name: str, text: str) -> None:
+    """Keep a benchmark's report as ``bench/results/<name>`` (what the notes quote)."""
+    results = ROOT / "bench" / "results"
+    results.mkdir(exist_ok=True)
+    (results / name).write_text(text)
