@@ -45,7 +45,8 @@ SLOT_NONE, SLOT_HELD, SLOT_TAKEN = 0, 1, 2
 
 @dataclass(frozen=True)
 class Outcome:
-    """What the task returns (a packet) or, with ``retry_in``, when to try again (``waited``:
+    """How the attempt ended: its packet (also in the run's live state, where the next stage
+    reads it) or, with ``retry_in``, when to try again (``waited``:
     for a capacity slot, which is no attempt); ``stale`` when the message belongs to no live
     launch of its run (its chain must stop)."""
 
