@@ -12,3 +12,9 @@ app = create_celery_app(Settings.from_env())
 def noop(upstream: object = None) -> None:
     """A bare Celery task: the baseline the engine's per-stage overhead is measured against."""
     return None
+
+
+@app.task(name="bench.noop_kw", queue="echo")
+def noop_kw(upstream: object = None, **kwargs: object) -> None:
+    """A bare task that takes a stage's kwargs: its signature is shaped like a stage's."""
+    return None

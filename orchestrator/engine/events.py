@@ -100,23 +100,33 @@ def append(pipe: Any, execution_id: str, event: Event) -> None:
     pipe.expire(key, STREAM_TTL_S)
 
 
-#: A stage's event, appended only while its run's finish has not begun (``finishing`` in the
+#: A stage's events, appended only while its run's finish has not begun (``finishing`` in the
 #: run's meta): once the final event is out, a stage that outlived a cancel adds nothing after
-#: it. KEYS = run meta, stream; ARGV = event JSON, max length, TTL.
+#: it. All in one script, so a subscriber blocked on the stream is woken once for all of them.
+#: KEYS = run meta, stream; ARGV = max length, TTL, then each event's JSON.
 _UNLESS_FINISHING = """
 if redis.call('HEXISTS', KEYS[1], 'finishing') == 1 then return false end
-local id = redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], '*', 'data', ARGV[1])
-redis.call('EXPIRE', KEYS[2], ARGV[3])
-return id
+for i = 3, #ARGV do
+    redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], '*', 'data', ARGV[i])
+end
+redis.call('EXPIRE', KEYS[2], ARGV[2])
+return true
 """
 
 
-def append_unless_finishing(pipe: Any, execution_id: str, event: Event) -> None:
-    """``append`` for a stage's event: dropped if the run's finish has begun."""
-    data = json.dumps(event, default=str)
+def append_unless_finishing(pipe: Any, execution_id: str, *events: Event) -> None:
+    """``append`` for a stage's events: dropped if the run's finish has begun."""
+    if not events:
+        return
     meta = redis_key("run", execution_id)
     pipe.eval(
-        _UNLESS_FINISHING, 2, meta, stream_key(execution_id), data, STREAM_MAXLEN, STREAM_TTL_S
+        _UNLESS_FINISHING,
+        2,
+        meta,
+        stream_key(execution_id),
+        STREAM_MAXLEN,
+        STREAM_TTL_S,
+        *(json.dumps(event, default=str) for event in events),
     )
 
 

@@ -168,10 +168,12 @@ class RunState:
         event: Event | None = None,
         packet: dict[str, Any] | None = None,
         pipe: Any = None,
+        earlier: Event | None = None,
     ) -> None:
         """Write a stage's record (and packet), and append its event, in one round trip.
 
-        Given a ``pipe``, the commands join it and the caller executes it.
+        Given a ``pipe``, the commands join it and the caller executes it. ``earlier``: an
+        event of the stage's that goes out just before ``event`` (its deferred start).
         """
         own = pipe is None
         pipe = self.redis.pipeline(transaction=False) if own else pipe
@@ -181,8 +183,7 @@ class RunState:
             pipe.expire(_run(execution_id, "ended"), RUN_TTL_S)
         if packet is not None:
             pipe.hset(_run(execution_id, "packets"), stage_id, json.dumps(packet))
-        if event is not None:
-            append_unless_finishing(pipe, execution_id, event)
+        append_unless_finishing(pipe, execution_id, *(e for e in (earlier, event) if e is not None))
         if own:
             pipe.execute()
 

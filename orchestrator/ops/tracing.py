@@ -31,13 +31,22 @@ except ImportError:  # pragma: no cover - the otel extra is not installed
 TRACER = "orchestrator"
 
 
+def recording() -> bool:
+    """Whether spans go anywhere: OpenTelemetry is installed and a tracer provider is set.
+    Without one a span would be a non-recording no-op: a stage skips building it at all."""
+    return trace is not None and not isinstance(
+        trace.get_tracer_provider(), trace.ProxyTracerProvider
+    )
+
+
 @contextmanager
 def span(name: str, **attributes: Any) -> Iterator[Any]:
-    """A span of the current trace when OpenTelemetry is installed (a no-op span otherwise,
-    and a non-recording one while no provider is set); ``None`` attributes are left out."""
-    if trace is None:
+    """A span of the current trace while spans are recorded (``None`` otherwise);
+    ``None`` attributes are left out."""
+    if not recording():
         yield None
         return
+    assert trace is not None
     with trace.get_tracer(TRACER).start_as_current_span(name) as current:
         for key, value in attributes.items():
             if value is not None:
@@ -58,7 +67,7 @@ def traced(name: str, **arguments: str) -> Callable[[Callable[P, R]], Callable[P
 
         @functools.wraps(function)
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-            if trace is None:
+            if not recording():
                 return function(*args, **kwargs)
             bound = signature.bind_partial(*args, **kwargs).arguments
             values = {key: bound.get(argument) for key, argument in arguments.items()}
@@ -71,9 +80,10 @@ def traced(name: str, **arguments: str) -> Callable[[Callable[P, R]], Callable[P
 
 
 def annotate(**attributes: Any) -> None:
-    """Add attributes to the current span (none without OpenTelemetry or a span)."""
-    if trace is None:
+    """Add attributes to the current span (none while spans are not recorded)."""
+    if not recording():
         return
+    assert trace is not None
     current = trace.get_current_span()
     for key, value in attributes.items():
         if value is not None:

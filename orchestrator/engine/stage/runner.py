@@ -24,7 +24,7 @@ from orchestrator.constants import RUN_HALTED, STAGE_ENDED, LiveStatus, StageSta
 from orchestrator.core.handshake import DataRef, HandshakePacket, NextStage, Summary
 from orchestrator.core.retry import RetryPolicy, compute_backoff, retry_after_of, should_retry
 from orchestrator.db import PipelineExecution
-from orchestrator.engine.events import Event, append_unless_finishing, stage_event
+from orchestrator.engine.events import Event, stage_event
 from orchestrator.engine.ledger import record_usage
 from orchestrator.engine.metrics import stage_metrics
 from orchestrator.engine.run_state import RunMeta, RunState, StageRecord, now_ms
@@ -269,18 +269,21 @@ class _Stage:
         self._start_event = self.event(StageStatus.RUNNING, "started", 0.0)
         self._announced = False
 
-    def announce(self, pipe: Any = None) -> None:
-        """Write the start (once): at once, or queued on the stage end's ``pipe``, where only
-        its event is needed (the record that follows replaces the running one)."""
+    def announce(self) -> None:
+        """Write the start now (once), while the stage still works."""
+        start = self._take_start()
+        if start is not None:
+            running = cast(StageRecord, {**self.record, "status": StageStatus.RUNNING})
+            self.state.record(self.execution_id, self.stage_id, running, event=start)
+
+    def _take_start(self) -> Event | None:
+        """The start event if nobody wrote it yet (the stage's end writes it with its own,
+        where only the event is needed: the record that follows replaces the running one)."""
         with self._announce_lock:
             if self._announced:
-                return
+                return None
             self._announced = True
-            if pipe is not None:
-                append_unless_finishing(pipe, self.execution_id, self._start_event)
-                return
-            running = cast(StageRecord, {**self.record, "status": StageStatus.RUNNING})
-            self.state.record(self.execution_id, self.stage_id, running, event=self._start_event)
+            return self._start_event
 
     def _wait_for_slot(self) -> Outcome:
         # retry_at tells the reconciler when a waiting stage is overdue (its worker died).
@@ -369,10 +372,14 @@ class _Stage:
         message = "done" if result.proceed else "done; continue: false stops what follows"
         pipe = self.runtime.redis.pipeline(transaction=False)
         self.runtime.admission.release_slot(self.spec["worker"], self.holder, client=pipe)
-        self.announce(pipe)
-        done = self.event(StageStatus.COMPLETED, message)
         self.state.record(
-            self.execution_id, self.stage_id, self.record, event=done, packet=packet, pipe=pipe
+            self.execution_id,
+            self.stage_id,
+            self.record,
+            event=self.event(StageStatus.COMPLETED, message),
+            packet=packet,
+            pipe=pipe,
+            earlier=self._take_start(),
         )
         self._execute(pipe)
         return Outcome(packet)
