@@ -64,13 +64,16 @@ def build_canvas(
             )
         if isinstance(node, Series):
             last = len(node.parts) - 1
-            return chain(*[convert(p, feeds_chord and i == last) for i, p in enumerate(node.parts)])
+            return chain(
+                *[convert(p, feeds_chord and i == last) for i, p in enumerate(node.parts)], app=app
+            )
         assert isinstance(node, Parallel)
         return group(*[convert(part, True) for part in node.parts])
 
-    # The top series is flattened into the chain that ends with ``finish``: folding a chain
-    # into a chain clones every signature of it once more (a 40-stage run paid ~6 clones per
-    # stage on its launch).
+    # The top series is flattened into the chain that ends with ``finish``. Every chain is
+    # built as given (``app=`` skips ``chain(X, Y)``'s folding, which clones each signature
+    # twice): applying it unrolls nested chains and makes each group that something follows
+    # a chord, as folding would have.
     top = plan.root.parts if isinstance(plan.root, Series) else (plan.root,)
     finish = app.signature(
         "coordinator.finish",
@@ -79,4 +82,4 @@ def build_canvas(
         immutable=True,
         **options,
     )
-    return chain(*[convert(part) for part in top], finish)
+    return chain(*[convert(part) for part in top], finish, app=app)

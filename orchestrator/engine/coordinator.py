@@ -238,7 +238,7 @@ def start(runtime: Runtime, execution_id: str) -> str:
         annotate(decision=str(decision.status))
     state = RunState(runtime.redis)
     if decision.status == AdmissionDecision.ADMITTED:
-        launch(runtime, execution_id, bound=bound)
+        launch(runtime, execution_id, bound=bound, execution=execution)
         return ExecutionStatus.RUNNING
     if decision.status == AdmissionDecision.WAITING:
         waiting = "waiting for resources: " + "; ".join(decision.reasons)
@@ -254,20 +254,28 @@ def start(runtime: Runtime, execution_id: str) -> str:
     return ExecutionStatus.FAILED
 
 
-def launch(runtime: Runtime, execution_id: str, *, bound: list[BoundStage] | None = None) -> bool:
+def launch(
+    runtime: Runtime,
+    execution_id: str,
+    *,
+    bound: list[BoundStage] | None = None,
+    execution: PipelineExecution | None = None,
+) -> bool:
     """Launch an admitted run once, however many times it is asked; True if this call did.
 
     A claim in Redis keeps concurrent launchers apart; the database's move from pending (or
     recovering) to running is the commit point, so a run cancelled meanwhile is not started.
     A launcher that dies before that leaves the run in admission's admitted set, where the
     reconciler finds it; one that dies after leaves a live state without stages, which the
-    reconciler's stall check resumes. ``bound``: the run's stages, if the caller has them.
+    reconciler's stall check resumes. ``bound`` and ``execution``: the run's stages and row,
+    if the caller has them (``start`` just read the row: a cancel since is caught by the
+    database's compare-and-set all the same).
     """
     claim = redis_key("launching", execution_id)
     if not runtime.redis.set(claim, "1", nx=True, px=LAUNCH_CLAIM_MS):
         return False  # another launcher is at it
     try:
-        execution = load(runtime, execution_id, stages=False)
+        execution = execution or load(runtime, execution_id, stages=False)
         if execution.status not in LAUNCHABLE:  # launched before, or cancelled meanwhile
             runtime.admission.launched(execution_id)
             if ExecutionStatus(execution.status).terminal:
@@ -424,13 +432,10 @@ def finish(
     """
 
     state = RunState(runtime.redis)
-    if launch is not None and state.meta(execution_id).get("launch") != launch:
+    closing = state.begin_finish(execution_id, launch)
+    if closing is None:  # another launch's canvas, or someone else finishes it
         return load(runtime, execution_id, stages=False).status
-    if state.exists(execution_id) and not state.claim_finish(execution_id):
-        return load(runtime, execution_id, stages=False).status
-    meta = state.meta(execution_id) if state.exists(execution_id) else {}
-    records = state.stages(execution_id)
-    packets = state.packets(execution_id)
+    meta, records, packets = closing
     if status is None:
         status = _outcome(meta, records)
     error = error or meta.get("error")
@@ -457,14 +462,12 @@ def finish(
             )
             row.total_time_ms = int((row.completed_at - started).total_seconds() * 1000)
         total_cost, total_time = row.total_cost_usd, row.total_time_ms
-    state.set_meta(execution_id, status=str(status))
     for stage_id, record in records.items():  # stages stopped mid-way give their slots back
         if record.get("status") in STAGE_ACTIVE:
             runtime.admission.release_slot(record["worker"], f"{execution_id}:{stage_id}")
     hand_off(runtime, runtime.admission.release(execution_id))
-    state.publish(
-        execution_id, final_event(str(status), error or str(status), total_cost, total_time)
-    )
+    final = final_event(str(status), error or str(status), total_cost, total_time)
+    state.publish(execution_id, final, meta={"status": str(status)})
     return status
 
 

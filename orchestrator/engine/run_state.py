@@ -70,6 +70,19 @@ class StageInputs(NamedTuple):
     extra: list[Any]
 
 
+class LiveRun(NamedTuple):
+    """What a run's finish closes: its live meta, stage records and packets."""
+
+    meta: RunMeta
+    records: dict[str, StageRecord]
+    packets: dict[str, dict[str, Any]]
+
+
+def _decoded(raw: dict[bytes, bytes]) -> dict[str, Any]:
+    """A hash of JSON values, decoded."""
+    return {k.decode(): json.loads(v) for k, v in raw.items()}
+
+
 def _run(execution_id: str, part: str = "") -> str:
     return redis_key("run", execution_id, part) if part else redis_key("run", execution_id)
 
@@ -187,9 +200,19 @@ class RunState:
         if own:
             pipe.execute()
 
-    def publish(self, execution_id: str, event: Event, *, by_stage: bool = False) -> None:
-        """Append ``event`` now; ``by_stage``: only while the run's finish has not begun."""
+    def publish(
+        self,
+        execution_id: str,
+        event: Event,
+        *,
+        by_stage: bool = False,
+        meta: dict[str, Any] | None = None,
+    ) -> None:
+        """Append ``event`` now; ``by_stage``: only while the run's finish has not begun;
+        ``meta``: fields of the run's meta set in the same round trip, just before."""
         pipe = self.redis.pipeline(transaction=False)
+        if meta:
+            pipe.hset(_run(execution_id), mapping={k: json.dumps(v) for k, v in meta.items()})
         (append_unless_finishing if by_stage else append)(pipe, execution_id, event)
         pipe.execute()
 
@@ -203,8 +226,30 @@ class RunState:
         return self._json_hash(_run(execution_id, "plan"))
 
     def _json_hash(self, key: str) -> dict[str, Any]:
-        raw: dict[bytes, bytes] = self.redis.hgetall(key)  # type: ignore[assignment]
-        return {k.decode(): json.loads(v) for k, v in raw.items()}
+        return _decoded(self.redis.hgetall(key))  # type: ignore[arg-type]
+
+    def begin_finish(self, execution_id: str, launch: str | None) -> LiveRun | None:
+        """Claim the run's finish and read what it closes: meta, records, packets (two round
+        trips). None if the claim is not this caller's: ``launch`` (a canvas's own token)
+        is not the live one, or another caller claimed it first. A run without a live state
+        is closed from whatever records are left, with no claim to take."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hget(_run(execution_id), "launch")
+        pipe.exists(_run(execution_id, "plan"))
+        current, live = pipe.execute()
+        if launch is not None and (current is None or json.loads(current) != launch):
+            return None
+        pipe = self.redis.pipeline(transaction=True)  # the reads see the state after the claim
+        if live:
+            pipe.hsetnx(_run(execution_id), "finishing", "1")
+        for part in ("", "stages", "packets"):
+            pipe.hgetall(_run(execution_id, part))
+        *claimed, meta, records, packets = pipe.execute()
+        if claimed and not claimed[0]:
+            return None
+        return LiveRun(
+            cast(RunMeta, _decoded(meta) if live else {}), _decoded(records), _decoded(packets)
+        )
 
     def claim_finish(self, execution_id: str) -> bool:
         """True for exactly one caller: the one that gets to finish the run."""

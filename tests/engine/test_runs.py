@@ -52,6 +52,24 @@ def test_a_diamond_joins_both_branches(fresh: Engine) -> None:
     fresh.assert_nothing_held()
 
 
+def test_a_join_inside_a_branch_of_another_fan_out(fresh: Engine) -> None:
+    """Chains inside groups inside a chain: each group that something follows becomes a
+    chord when the canvas is applied, at every depth. e = 1000000 + d1 + b2, where
+    d1 = 10000 + (11 + 100) + (11 + 1000) and b2 = 100000 + 1."""
+    execution_id = fresh.submit("nested")
+    execution = fresh.wait(execution_id)
+
+    assert execution.status == ExecutionStatus.COMPLETED, execution.error
+    rows = fresh.stages(execution_id)
+    assert all(row.status == StageStatus.COMPLETED for row in rows.values())
+    assert all(row.attempts == 1 for row in rows.values())
+    assert fresh.output(rows["d1"]) == {"total": 10000 + 111 + 1011}
+    assert fresh.output(rows["e"]) == {"total": 1000000 + 11122 + 100001}
+    for before, after in (("b1", "c1"), ("b1", "c2"), ("c1", "d1"), ("c2", "d1"), ("d1", "e")):
+        assert rows[before].completed_at <= rows[after].started_at
+    fresh.assert_nothing_held()
+
+
 def test_a_fan_out_wider_than_capacity_joins_every_shard_once(fresh: Engine) -> None:
     """Eight shards on a worker type allowed four at a time: shards that wait for a capacity
     slot are retried without spending an attempt, and the sink sums every shard exactly once."""
