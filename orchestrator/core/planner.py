@@ -8,6 +8,7 @@ correct but may wait a little longer than strictly needed; ``Plan.exact`` says w
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -64,7 +65,16 @@ def topological_order(deps: Mapping[str, Sequence[str]]) -> list[str]:
 
 
 def plan(deps: Mapping[str, Sequence[str]]) -> Plan:
-    """``deps`` maps each stage to the stages it depends on (template order kept)."""
+    """``deps`` maps each stage to the stages it depends on (template order kept).
+
+    Plans are immutable and depend on ``deps`` alone, so each shape is planned once per
+    process: every launch of a template after the first costs one pass to build the key."""
+    return _plan(tuple((stage, tuple(ds)) for stage, ds in deps.items()))
+
+
+@functools.lru_cache(maxsize=256)
+def _plan(shape: tuple[tuple[str, tuple[str, ...]], ...]) -> Plan:
+    deps = dict(shape)
     order = topological_order(deps)
     ancestors: dict[str, frozenset[str]] = {}
     for stage in order:

@@ -14,9 +14,9 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import raiseload
+from sqlalchemy.orm import Session, raiseload
 
 from orchestrator import template_registry
 from orchestrator.constants import (
@@ -150,9 +150,15 @@ def submit(
     try:
         with runtime.db.session() as session:
             session.add(execution)
-            session.add_all(
-                stage_row(execution.execution_id, s, estimates.features_of(runtime, s))
-                for s in stages
+            session.flush()  # the run's row first: its stages refer to it
+            # One bulk INSERT of plain rows: the unit of work's bookkeeping for each stage
+            # object cost more than the statement.
+            session.execute(
+                insert(StageExecution),
+                [
+                    stage_values(execution.execution_id, s, estimates.features_of(runtime, s))
+                    for s in stages
+                ],
             )
     except IntegrityError:
         existing = find_by_request(runtime, client_id, request_id)
@@ -183,19 +189,29 @@ def find_by_request(
         )
 
 
+def stage_values(
+    execution_id: str, stage: BoundStage, features: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """A new stage row's columns: pending, nothing spent yet."""
+    return {
+        "stage_id": f"{execution_id}.{stage.id}",
+        "execution_id": execution_id,
+        "stage_name": stage.id,
+        "worker_name": stage.worker,
+        "action": stage.action,
+        "stage_order": stage.order,
+        "status": StageStatus.PENDING,
+        "attempts": 0,
+        "cache_hit": False,
+        "cost_usd": 0.0,
+        "features": features,
+    }
+
+
 def stage_row(
     execution_id: str, stage: BoundStage, features: dict[str, Any] | None = None
 ) -> StageExecution:
-    return StageExecution(
-        stage_id=f"{execution_id}.{stage.id}",
-        execution_id=execution_id,
-        stage_name=stage.id,
-        worker_name=stage.worker,
-        action=stage.action,
-        stage_order=stage.order,
-        status=StageStatus.PENDING,
-        features=features,
-    )
+    return StageExecution(**stage_values(execution_id, stage, features))
 
 
 def load(runtime: Runtime, execution_id: str, *, stages: bool = True) -> PipelineExecution:
@@ -440,22 +456,22 @@ def finish(
         status = _outcome(meta, records)
     error = error or meta.get("error")
     with runtime.db.session() as session:
-        row = session.get(PipelineExecution, execution_id, with_for_update=True)
+        row = session.get(
+            PipelineExecution,
+            execution_id,
+            with_for_update=True,
+            options=[raiseload(PipelineExecution.stages)],
+        )
         if row is None:
             raise NotFound(f"execution {execution_id!r} not found")
-        stages = row.stages
-        copy_records(stages, records, packets)
         if ExecutionStatus(row.status).terminal:
+            write_records(session, execution_id, records, packets)
             return row.status
-        for stage in stages:
-            if stage.status in {StageStatus.PENDING, *STAGE_ACTIVE} and (
-                status in {ExecutionStatus.CANCELLED, ExecutionStatus.FAILED}
-            ):
-                stage.status = StageStatus.CANCELLED
+        stopped = status in {ExecutionStatus.CANCELLED, ExecutionStatus.FAILED}
         row.status = status
         row.error = error
         row.completed_at = datetime.now(UTC)
-        row.total_cost_usd = round(sum(s.cost_usd or 0.0 for s in stages), 10)
+        row.total_cost_usd = write_records(session, execution_id, records, packets, stopped)
         if row.started_at is not None:
             started = (
                 row.started_at if row.started_at.tzinfo else row.started_at.replace(tzinfo=UTC)
@@ -511,22 +527,58 @@ def copy_records(
 ) -> None:
     """Bring stage rows up to their live records (in the caller's transaction)."""
     for row in rows:
-        record = records.get(row.stage_name)
-        if record is None:
-            continue
-        packet = packets.get(row.stage_name)
-        row.status = record.get("status", row.status)
-        row.attempts = record.get("attempts", row.attempts)
-        row.task_id = record.get("task_id")
-        row.error = record.get("error") or record.get("reason")
-        row.cache_hit = bool(record.get("cache_hit"))
-        row.cost_usd = record.get("cost_usd", 0.0) or 0.0
-        row.time_ms = record.get("time_ms")
-        row.started_at = _from_ms(record.get("started_at"))
-        row.completed_at = _from_ms(record.get("completed_at"))
-        if packet is not None:
-            row.data_reference = packet["data_ref"]
-            row.summary_data = packet["summary"]
+        if row.stage_name in records:
+            values = record_values(records[row.stage_name], packets.get(row.stage_name))
+            for column, value in values.items():
+                setattr(row, column, value)
+
+
+def write_records(
+    session: Session,
+    execution_id: str,
+    records: Mapping[str, StageRecord],
+    packets: dict[str, dict[str, Any]],
+    stopped: bool = False,
+) -> float:
+    """``copy_records`` as one bulk UPDATE of the changed rows (``finish``'s hot path); with
+    ``stopped``, stages that never ended are marked cancelled. Returns the run's total cost."""
+    current = session.execute(
+        select(StageExecution.stage_name, StageExecution.status, StageExecution.cost_usd).where(
+            StageExecution.execution_id == execution_id
+        )
+    ).all()
+    changes = []
+    total = 0.0
+    for name, status, cost in current:
+        values = record_values(records[name], packets.get(name)) if name in records else {}
+        if stopped and values.get("status", status) in {StageStatus.PENDING, *STAGE_ACTIVE}:
+            values["status"] = StageStatus.CANCELLED
+        if values:
+            changes.append({"stage_id": f"{execution_id}.{name}", **values})
+        total += values.get("cost_usd", cost) or 0.0
+    if changes:
+        session.execute(update(StageExecution), changes)
+    return round(total, 10)
+
+
+def record_values(record: StageRecord, packet: dict[str, Any] | None) -> dict[str, Any]:
+    """The stage row's columns that a live record (and its packet) sets."""
+    values: dict[str, Any] = {
+        "task_id": record.get("task_id"),
+        "error": record.get("error") or record.get("reason"),
+        "cache_hit": bool(record.get("cache_hit")),
+        "cost_usd": record.get("cost_usd", 0.0) or 0.0,
+        "time_ms": record.get("time_ms"),
+        "started_at": _from_ms(record.get("started_at")),
+        "completed_at": _from_ms(record.get("completed_at")),
+    }
+    for column in ("status", "attempts"):
+        if column in record:
+            values[column] = record[column]
+    if packet is not None:
+        values["data_reference"] = packet["data_ref"]
+        values["summary_data"] = packet["summary"]
+    return values
 
 
 def _from_ms(value: int | None) -> datetime | None:
