@@ -10,7 +10,7 @@ import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -71,6 +71,11 @@ def create_key(
     return key
 
 
+#: ``last_used_at`` is kept to the minute: every request writing it cost a database commit
+#: (on the path of each submit and each progress stream).
+LAST_USED_PRECISION = timedelta(minutes=1)
+
+
 def authenticate(database: Database, header: str | None) -> Principal:
     """The principal behind an ``Authorization: Bearer <key>`` header."""
     if not header:
@@ -85,7 +90,10 @@ def authenticate(database: Database, header: str | None) -> Principal:
         # the index cannot be turned into a match.
         if row is None or not hmac.compare_digest(row.key_hash, digest) or row.revoked_at:
             raise Unauthorized("unknown or revoked API key")
-        row.last_used_at = datetime.now(UTC)
+        now = datetime.now(UTC)
+        last = row.last_used_at
+        if last is None or now - last.replace(tzinfo=last.tzinfo or UTC) > LAST_USED_PRECISION:
+            row.last_used_at = now  # a write per minute and key, not per request
         return Principal(row.key_id, Scope(row.scope), row.client_id)
 
 
