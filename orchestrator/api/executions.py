@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from contextlib import suppress
 from datetime import UTC, datetime, timedelta
 from queue import Empty
 from typing import Any
@@ -205,13 +206,17 @@ def progress(path: ExecutionPath) -> Response:
             yield "retry: 2000\n\n"
             while True:
                 try:
-                    item = subscription.queue.get(timeout=HEARTBEAT_S)
+                    batch = [subscription.queue.get(timeout=HEARTBEAT_S)]
                 except Empty:
                     yield ": keep-alive\n\n"
                     continue
-                if item is None:
+                with suppress(Empty):  # what is ready now goes out as one chunk: one write
+                    while batch[-1] is not None:
+                        batch.append(subscription.queue.get_nowait())
+                if frames := "".join(f for f in batch if f is not None):
+                    yield frames
+                if batch[-1] is None:
                     return
-                yield item
         finally:
             hub.unsubscribe(subscription)
 
