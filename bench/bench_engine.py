@@ -254,7 +254,8 @@ def main() -> None:
     s3 = ensure_running(settings.with_overrides(data_dir=ROOT / "var" / "bench-s3"))
     migrations.upgrade(settings)
     os.environ.update(settings.to_env())
-    from bench.noop_app import app, noop  # built from the same environment as the workers
+    # built from the same environment as the workers
+    from bench.noop_app import app, noop, noop_kw
 
     runtime = Runtime(settings, app)
     runtime.redis.flushdb()
@@ -281,6 +282,29 @@ def main() -> None:
             chain(*tasks).apply_async().get(timeout=60, interval=0.002)
             return time.perf_counter() - started
 
+        def shaped(n: int) -> float:
+            """A lean chain whose messages are shaped like the engine's: the stage's kwargs,
+            its priority and time limits (what the message costs, apart from the engine)."""
+            tasks = [
+                noop_kw.signature(
+                    kwargs={
+                        "execution_id": f"exec_{uuid.uuid4().hex[:20]}",
+                        "stage_id": f"s{i}",
+                        "deps": [f"s{i - 1}"] if i else [],
+                        "launch": uuid.uuid4().hex[:12],
+                    },
+                    immutable=True,
+                    ignore_result=True,
+                    soft_time_limit=300,
+                    time_limit=330,
+                    priority=3,
+                )
+                for i in range(n - 1)
+            ]
+            started = time.perf_counter()
+            chain(*tasks, noop.s()).apply_async().get(timeout=60, interval=0.002)
+            return time.perf_counter() - started
+
         def out_of_the_box(n: int) -> float:
             """A plain chain on an app with Celery's defaults, same broker, same c=2."""
             started = time.perf_counter()
@@ -297,6 +321,7 @@ def main() -> None:
         plain: dict[int, list[float]] = {STAGES: [], SHORT: []}
         lean: dict[int, list[float]] = {STAGES: [], SHORT: []}
         defaults: dict[int, list[float]] = {STAGES: [], SHORT: []}
+        shapes: dict[int, list[float]] = {STAGES: [], SHORT: []}
         out_of_the_box(STAGES)
         for _ in range(REPEATS):
             for n in (STAGES, SHORT):
@@ -311,6 +336,7 @@ def main() -> None:
                 )
                 plain[n].append(bare(n))
                 lean[n].append(bare(n, lean=True))
+                shapes[n].append(shaped(n))
                 defaults[n].append(out_of_the_box(n))
         start_ms = median_ms([p[0] for p in phases])
         finish_ms = median_ms([p[1] for p in phases])
@@ -322,6 +348,7 @@ def main() -> None:
         lean_ms = median_ms(lean[STAGES])
         lean_stage = (lean_ms - median_ms(lean[SHORT])) / span
         defaults_stage = (median_ms(defaults[STAGES]) - median_ms(defaults[SHORT])) / span
+        shaped_stage = (median_ms(shapes[STAGES]) - median_ms(shapes[SHORT])) / span
         lines += [
             f"linear pipeline of {STAGES} no-op stages, echo worker prefork c=2, Redis broker, "
             f"task events {'on' if events_on else 'off'}, "
@@ -334,6 +361,9 @@ def main() -> None:
             f"    like for like: a bare chain with ignore_result on its inner tasks, as the "
             f"engine's chained stages have, {lean_stage:.2f} ms/stage; engine / it "
             f"{engine_stage / lean_stage:.2f}",
+            f"    lean chain with messages shaped like the engine's (stage kwargs, priority, "
+            f"time limits) {shaped_stage:.2f} ms/stage; engine / it "
+            f"{engine_stage / shaped_stage:.2f}",
             f"    bare chain with Celery's defaults (no events, early acks, prefetch 4) "
             f"{defaults_stage:.2f} ms/stage; engine / it {engine_stage / defaults_stage:.2f}",
             f"  totals at {STAGES} stages (fixed costs included):",
