@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 #: How long one XREAD blocks when nothing happens (under redis-py's 5 s socket timeout). A new
 #: subscriber does not wait for it: it wakes the read through the hub's wake-up stream.
 BLOCK_MS = 2000
+#: Entries a new subscriber is handed at once; the hub's reads bring the rest.
+REPLAY_COUNT = 1000
 #: The hub's connection name in CLIENT LIST, so operators (and bench_sse) can count it.
 CLIENT_NAME = "orchestrator-sse-hub"
 
@@ -75,6 +77,7 @@ class StreamHub:
 
     def subscribe(self, execution_id: str, last_event_id: str | None = None) -> Subscription:
         sub = Subscription(execution_id, last_event_id or "0-0")
+        self._replay(sub)
         with self._lock:
             watched = execution_id in self._subs
             self._subs.setdefault(execution_id, set()).add(sub)
@@ -82,18 +85,39 @@ class StreamHub:
                 self.client = redis.Redis.from_url(
                     self._url, single_connection_client=True, client_name=CLIENT_NAME
                 )
-                self._waker = redis.Redis.from_url(self._url)
                 self._thread = threading.Thread(target=self._loop, name="sse-hub", daemon=True)
                 self._thread.start()
         if not watched:
             self._wake()
         return sub
 
+    def _replay(self, sub: Subscription) -> None:
+        """Hand a new subscriber what its run's stream holds already, read here and now: its
+        first event does not wait for the hub's next read (the hub goes on from its cursor,
+        so nothing is sent twice or skipped)."""
+        after = sub.cursor
+        try:
+            entries: Any = self._other_client().xrange(
+                stream_key(sub.execution_id),
+                min=f"({after}" if after != "0-0" else "-",
+                count=REPLAY_COUNT,
+            )
+        except redis.RedisError as exc:  # the hub's own read reports the outage
+            log.debug("SSE replay failed: %s", exc)
+            return
+        _hand(sub, _frames(entries))
+
+    def _other_client(self) -> redis.Redis:
+        """The connection pool for everything but the hub's blocking read."""
+        with self._lock:
+            if self._waker is None:
+                self._waker = redis.Redis.from_url(self._url)
+            return self._waker
+
     def _wake(self) -> None:
         """Make the hub's blocked XREAD return now, so it reads the new run's stream too."""
-        assert self._waker is not None
         try:
-            pipe = self._waker.pipeline(transaction=False)
+            pipe = self._other_client().pipeline(transaction=False)
             pipe.xadd(self._wake_key, {"w": "1"}, maxlen=1, approximate=False)
             pipe.expire(self._wake_key, 3600)
             pipe.execute()
@@ -143,16 +167,33 @@ class StreamHub:
         start = _id_tuple(read_from)
         with self._lock:
             subs = [s for s in self._subs.get(execution_id, ()) if s.position >= start]
-        for raw_id, fields in entries:
-            entry_id = raw_id.decode() if isinstance(raw_id, bytes) else raw_id
-            position = _id_tuple(entry_id)
-            data = fields[b"data"] if b"data" in fields else fields["data"]
-            data = data.decode() if isinstance(data, bytes) else data
-            final = data.startswith(FINAL_PREFIX)
-            frame = sse_frame(entry_id, "final" if final else "progress", data)
-            for sub in subs:
-                if position > sub.position:
-                    sub.cursor, sub.position = entry_id, position
-                    sub.queue.put(frame)
-                    if final:
-                        sub.queue.put(None)
+        frames = _frames(entries)
+        for sub in subs:
+            _hand(sub, frames)
+
+
+#: A frame ready to send: its entry's position and id, the frame, whether it is the last.
+Frame = tuple[tuple[int, int], str, str, bool]
+
+
+def _frames(entries: list[Any]) -> list[Frame]:
+    """Each stream entry rendered once, whatever the number of readers."""
+    frames = []
+    for raw_id, fields in entries:
+        entry_id = raw_id.decode() if isinstance(raw_id, bytes) else raw_id
+        data = fields[b"data"] if b"data" in fields else fields["data"]
+        data = data.decode() if isinstance(data, bytes) else data
+        final = data.startswith(FINAL_PREFIX)
+        frame = sse_frame(entry_id, "final" if final else "progress", data)
+        frames.append((_id_tuple(entry_id), entry_id, frame, final))
+    return frames
+
+
+def _hand(sub: Subscription, frames: list[Frame]) -> None:
+    """Queue for ``sub`` the frames past its cursor, and the end after a final one."""
+    for position, entry_id, frame, final in frames:
+        if position > sub.position:
+            sub.cursor, sub.position = entry_id, position
+            sub.queue.put(frame)
+            if final:
+                sub.queue.put(None)
