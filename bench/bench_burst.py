@@ -67,6 +67,7 @@ from orchestrator.runtime import Runtime
 from orchestrator.settings import Settings
 from orchestrator.storage.objects import ObjectStore
 from tests.services import WeedServer, end, free_ports
+from workers.lib.corpus import answers_as_corpus
 
 REDIS_DB = 7
 PG_DATABASE = "orchestrator_burst"
@@ -885,6 +886,13 @@ def report(
         f"  bare Celery load average at start {bare['load_before'][0]:.2f}, at end "
         f"{bare['load_after'][0]:.2f}",
         "",
+    ]
+    if not ramps:  # BENCH_BURST_RAMP_S=0
+        return [
+            *lines,
+            f"whole bench {took_s:.0f} s; load average at the end {os.getloadavg()[0]:.2f}",
+        ]
+    lines += [
         f"2. load ramp: {SYNTHETIC} arrivals rising linearly to {RAMP_PEAK:g} runs/s and back "
         f"to 0 over {RAMP_S:.0f} s ({len(arrival_times(RAMP_S, RAMP_PEAK))} runs), "
         f"`orchestrator workers` fixed at {CONCURRENCY[NAP]} processes per type vs "
@@ -920,6 +928,25 @@ def report(
     return lines
 
 
+def serve_corpus(port: int) -> subprocess.Popen[bytes]:
+    """The shipped corpus from a process of its own, as a real site would be: a feed worker
+    serves it from one of its processes only when nothing answers on the port, and that
+    process would then share its GIL with stage work in one burst and idle in the other."""
+    code = (
+        "import sys, threading; from workers.lib.corpus import CorpusServer; "
+        "CorpusServer(int(sys.argv[1])); threading.Event().wait()"
+    )
+    process = subprocess.Popen(
+        [sys.executable, "-c", code, str(port)], cwd=ROOT, start_new_session=True
+    )
+    deadline = time.monotonic() + 30
+    while not answers_as_corpus(port):
+        if process.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"the corpus server did not start on port {port}")
+        time.sleep(0.1)
+    return process
+
+
 def main() -> None:
     began = time.perf_counter()
     base = bench_settings(REDIS_DB, "orch-bench-burst-")
@@ -934,18 +961,21 @@ def main() -> None:
         worker_modules=("workers", "bench.burst_workers"),
         corpus_port=free_ports(1)[0],
     )
-    stack = None
+    stack = corpus = None
     try:
         weed.start(lambda: ObjectStore(settings).ping())
+        corpus = serve_corpus(settings.corpus_port)
         stack = start_stack(settings)
         requests = burst_requests(RUNS)
         burst = engine_burst(stack, requests)
         print(f"engine burst: {burst['runs_per_s']:.2f} runs/s", flush=True)
         bare = bare_burst(stack, requests)
         print(f"bare burst: {bare['runs_per_s']:.2f} runs/s", flush=True)
-        ramps = [ramp(stack, autoscale) for autoscale in (False, True)]
+        ramps = [ramp(stack, autoscale) for autoscale in (False, True)] if RAMP_S > 0 else []
         lines = report(burst, bare, ramps, time.perf_counter() - began)
     finally:
+        if corpus is not None:
+            end(corpus, signal.SIGTERM)
         if stack is not None:
             end(stack.beat, signal.SIGTERM)
             end(stack.api, signal.SIGTERM)
