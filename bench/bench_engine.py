@@ -49,6 +49,10 @@ STAGES = 40
 SHORT = 10
 REPEATS = 7
 API_PORT = 18765
+#: Each measured run starts this long after the one before: what a run leaves behind after it
+#: is observed to end (Celery's results and events, the coordinator's last writes) must not be
+#: charged to whatever is measured next (the API runs were slower in some positions only).
+SETTLE_S = 0.05
 
 
 def linear(n: int) -> dict:
@@ -89,6 +93,7 @@ def run_engine(
     bare chain (following the event stream live would wake this process twice per stage);
     the events are read afterwards for the phases and the final status.
     """
+    time.sleep(SETTLE_S)
     started = time.perf_counter()
     submitted_ms = time.time() * 1000
     execution, _ = coordinator.submit(runtime, name, {})
@@ -125,6 +130,7 @@ def run_engine(
 def through_api(client: httpx.Client, name: str) -> tuple[float, float]:
     """What a user sees: ``POST /execute``, then the run's SSE stream read to its final
     event. Returns (POST to final event, 202 to the first event) in seconds."""
+    time.sleep(SETTLE_S)
     started = time.perf_counter()
     body = {"template_name": name, "parameters": {}, "request_id": uuid.uuid4().hex}
     response = client.post("/execute", json=body)
@@ -214,6 +220,7 @@ def api_section(
                 total, first = through_api(client, "bench_fanout_10")
                 runs.setdefault("api_fan", []).append(total)
                 firsts.append(first)
+                time.sleep(SETTLE_S)
                 started = time.perf_counter()
                 chain(
                     noop.s(), chord(group(noop.s() for _ in range(10)), noop.s())
@@ -278,6 +285,7 @@ def main() -> None:
             """A plain chain; ``lean`` sets what the engine sets on a stage that feeds no
             chord: ``ignore_result`` (every task but the last, whose result we wait on)."""
             tasks = [noop.s().set(ignore_result=lean) for _ in range(n - 1)] + [noop.s()]
+            time.sleep(SETTLE_S)
             started = time.perf_counter()
             chain(*tasks).apply_async().get(timeout=60, interval=0.002)
             return time.perf_counter() - started
@@ -301,12 +309,14 @@ def main() -> None:
                 )
                 for i in range(n - 1)
             ]
+            time.sleep(SETTLE_S)
             started = time.perf_counter()
             chain(*tasks, noop.s()).apply_async().get(timeout=60, interval=0.002)
             return time.perf_counter() - started
 
         def out_of_the_box(n: int) -> float:
             """A plain chain on an app with Celery's defaults, same broker, same c=2."""
+            time.sleep(SETTLE_S)
             started = time.perf_counter()
             chain(*[default_noop.s() for _ in range(n)]).apply_async().get(
                 timeout=60, interval=0.002
@@ -383,6 +393,7 @@ def main() -> None:
             engine_f = [run_engine(runtime, f"bench_fanout_{width}") for _ in range(3)]
             plain = []
             for _ in range(3):
+                time.sleep(SETTLE_S)
                 started = time.perf_counter()
                 chain(
                     noop.s(), chord(group(noop.s() for _ in range(width)), noop.s())
