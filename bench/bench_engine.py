@@ -22,6 +22,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable
+from functools import partial
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
@@ -210,22 +211,33 @@ def api_section(
             through_api(client, f"bench_linear_{STAGES}")  # warm up
             runs: dict[str, list[float]] = {}
             firsts: list[float] = []
-            for _ in range(REPEATS):
-                for n in (SHORT, STAGES):
-                    total, first = through_api(client, f"bench_linear_{n}")
-                    runs.setdefault(f"api{n}", []).append(total)
-                    firsts.append(first)
-                    runs.setdefault(f"bare{n}", []).append(bare(n))
-                    runs.setdefault(f"default{n}", []).append(out_of_the_box(n))
-                total, first = through_api(client, "bench_fanout_10")
-                runs.setdefault("api_fan", []).append(total)
+
+            def api_run(name: str) -> float:
+                total, first = through_api(client, name)
                 firsts.append(first)
+                return total
+
+            def plain_chord() -> float:
                 time.sleep(SETTLE_S)
                 started = time.perf_counter()
                 chain(
                     noop.s(), chord(group(noop.s() for _ in range(10)), noop.s())
                 ).apply_async().get(timeout=60, interval=0.002)
-                runs.setdefault("chord", []).append(time.perf_counter() - started)
+                return time.perf_counter() - started
+
+            jobs: list[tuple[str, Callable[[], float]]] = []
+            for n in (SHORT, STAGES):
+                jobs += [
+                    (f"api{n}", partial(api_run, f"bench_linear_{n}")),
+                    (f"bare{n}", partial(bare, n)),
+                    (f"default{n}", partial(out_of_the_box, n)),
+                ]
+            jobs += [("api_fan", partial(api_run, "bench_fanout_10")), ("chord", plain_chord)]
+            # Each round starts one job later, so every workload follows each of the others
+            # in turn: none is always measured right after the same neighbour.
+            for round_ in range(REPEATS):
+                for name, job in jobs[round_ % len(jobs) :] + jobs[: round_ % len(jobs)]:
+                    runs.setdefault(name, []).append(job())
     finally:
         api.terminate()
         api.wait(10)
