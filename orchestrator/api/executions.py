@@ -49,13 +49,13 @@ def runtime() -> Runtime:
     return current_app.extensions["orchestrator"]
 
 
-def owned_execution(execution_id: str) -> PipelineExecution:
-    """The execution if this key may see it; another client's is reported as not found."""
-    execution = coordinator.load(runtime(), execution_id)
+def check_owned(execution_id: str) -> None:
+    """Go on only if this key may see the execution; another client's is reported as not
+    found. Reads one column: a progress stream's first event waits for this."""
     principal = g.principal
-    if not principal.sees_everything() and execution.client_id != principal.client_id:
+    client_id = coordinator.client_of(runtime(), execution_id)
+    if not principal.sees_everything() and client_id != principal.client_id:
         raise NotFound(f"execution {execution_id!r} not found")
-    return execution
 
 
 def for_principal(body: dict[str, Any]) -> dict[str, Any]:
@@ -159,7 +159,7 @@ def list_executions(query: ExecutionsQuery) -> dict[str, Any]:
 def get_execution(path: ExecutionPath) -> dict[str, Any]:
     """Status, per-stage status, cost, time, handshake summaries and errors."""
     g.principal.require(Scope.CLIENT, Scope.MONITOR)
-    owned_execution(path.execution_id)
+    check_owned(path.execution_id)
     return for_principal(describe(runtime(), path.execution_id))
 
 
@@ -167,7 +167,7 @@ def get_execution(path: ExecutionPath) -> dict[str, Any]:
 def cancel(path: ExecutionPath) -> dict[str, Any]:
     """Stop the run: revoke what runs, release every reservation."""
     g.principal.require(Scope.CLIENT)
-    owned_execution(path.execution_id)
+    check_owned(path.execution_id)
     coordinator.cancel(runtime(), path.execution_id)
     return describe(runtime(), path.execution_id)
 
@@ -176,7 +176,7 @@ def cancel(path: ExecutionPath) -> dict[str, Any]:
 def resume(path: ExecutionPath) -> tuple[dict[str, Any], int]:
     """Rerun a failed or cancelled execution from its last good checkpoints."""
     g.principal.require(Scope.CLIENT)
-    owned_execution(path.execution_id)
+    check_owned(path.execution_id)
     resume_execution(runtime(), path.execution_id)
     return serialize(coordinator.load(runtime(), path.execution_id)), 202
 
@@ -185,7 +185,7 @@ def resume(path: ExecutionPath) -> tuple[dict[str, Any], int]:
 def deliverables(path: ExecutionPath) -> dict[str, Any]:
     """The run's outputs for people, with time-limited download URLs (not to a monitor key)."""
     g.principal.require(Scope.CLIENT)
-    owned_execution(path.execution_id)
+    check_owned(path.execution_id)
     items = deliverables_of(runtime(), path.execution_id)
     return {"execution_id": path.execution_id, "deliverables": items}
 
@@ -196,7 +196,7 @@ def progress(path: ExecutionPath) -> Response:
 
     Not to a monitor key: stage messages may quote a client's parameters."""
     g.principal.require(Scope.CLIENT)
-    owned_execution(path.execution_id)
+    check_owned(path.execution_id)
     hub = current_app.extensions["stream_hub"]
     last = _cursor(request.headers.get("Last-Event-ID") or request.args.get("last_event_id"))
     subscription = hub.subscribe(path.execution_id, last)

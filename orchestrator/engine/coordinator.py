@@ -225,6 +225,19 @@ def load(runtime: Runtime, execution_id: str, *, stages: bool = True) -> Pipelin
         return execution
 
 
+def client_of(runtime: Runtime, execution_id: str) -> str | None:
+    """Whose execution it is (one column of its row); ``NotFound`` if there is none."""
+    with runtime.db.session() as session:
+        found = session.execute(
+            select(PipelineExecution.client_id).where(
+                PipelineExecution.execution_id == execution_id
+            )
+        ).first()
+    if found is None:
+        raise NotFound(f"execution {execution_id!r} not found")
+    return found.client_id
+
+
 def hand_off(runtime: Runtime, admitted: list[str]) -> None:
     """Launch the runs a release admitted from the queue.
 
