@@ -270,16 +270,19 @@ class _Stage:
         self._announced = False
 
     def announce(self) -> None:
-        """Write the start now (once), while the stage still works."""
-        start = self._take_start()
-        if start is not None:
+        """Write the start now (once), while the stage still works. The write holds the
+        lock, so a stage end that comes meanwhile waits and writes its record after it."""
+        with self._announce_lock:
+            if self._announced:
+                return
+            self._announced = True
             running = cast(StageRecord, {**self.record, "status": StageStatus.RUNNING})
-            self.state.record(self.execution_id, self.stage_id, running, event=start)
+            self.state.record(self.execution_id, self.stage_id, running, event=self._start_event)
 
     def _take_start(self) -> Event | None:
         """The start event if nobody wrote it yet (the stage's end writes it with its own,
         where only the event is needed: the record that follows replaces the running one)."""
-        with self._announce_lock:
+        with self._announce_lock:  # an announce being written finishes first
             if self._announced:
                 return None
             self._announced = True
