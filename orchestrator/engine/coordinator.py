@@ -538,7 +538,8 @@ def copy_records(
     records: Mapping[str, StageRecord],
     packets: dict[str, dict[str, Any]],
 ) -> None:
-    """Bring stage rows up to their live records (in the caller's transaction)."""
+    """Bring stage rows up to their live records (in the caller's transaction). For runs
+    still going (``persist``): the unit of work writes only the rows that changed."""
     for row in rows:
         if row.stage_name in records:
             values = record_values(records[row.stage_name], packets.get(row.stage_name))
@@ -553,8 +554,9 @@ def write_records(
     packets: dict[str, dict[str, Any]],
     stopped: bool = False,
 ) -> float:
-    """``copy_records`` as one bulk UPDATE of the changed rows (``finish``'s hot path); with
-    ``stopped``, stages that never ended are marked cancelled. Returns the run's total cost."""
+    """``copy_records`` for a run's end, when every row with a record changes: one bulk
+    UPDATE of those rows; with ``stopped``, stages that never ended are marked cancelled.
+    Returns the run's total cost."""
     current = session.execute(
         select(StageExecution.stage_name, StageExecution.status, StageExecution.cost_usd).where(
             StageExecution.execution_id == execution_id
