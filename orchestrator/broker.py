@@ -47,8 +47,9 @@ def make_app(settings: Settings, registry: Registry) -> Celery:
         task_default_queue=COORDINATOR_QUEUE,
         task_default_exchange="orchestrator",
         task_routes=(_route,),
-        # Events (ORCH_TASK_EVENTS, on by default), so Flower sees every task from the moment
-        # it is sent; they cost a few broker messages per stage and serve monitoring only.
+        # Events (ORCH_TASK_EVENTS, off by default as in Celery): they serve monitoring only
+        # and cost a stage four broker messages and a backend write. Flower turns workers'
+        # events on when it runs (its enable_events), so it sees every task either way.
         worker_send_task_events=settings.task_events,
         task_send_sent_event=settings.task_events,
         task_track_started=settings.task_events,

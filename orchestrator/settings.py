@@ -112,9 +112,11 @@ class Settings:
     metrics_dir: Path | None = None
     #: A worker process serves the summed metrics on this port (0: none; the API always does).
     metrics_port: int = 0
-    #: Celery task events and the STARTED state (what Flower shows): a few broker messages
-    #: per stage that serve monitoring only; off makes each stage cheaper, Flower blind.
-    task_events: bool = True
+    #: Celery task events from the start, the ``task-sent`` event and the STARTED state: four
+    #: broker messages and a backend write per stage that serve monitoring only. Off (Celery's
+    #: own default), Flower still sees every task: it turns workers' events on itself
+    #: (its ``enable_events``); only ``task-sent`` and the STARTED result state are lost.
+    task_events: bool = False
     #: OpenTelemetry traces (the ``otel`` extra): one trace per run across every process.
     tracing: bool = False
     extra: Mapping[str, str] = field(default_factory=dict)

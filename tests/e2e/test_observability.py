@@ -7,6 +7,7 @@ import json
 import shutil
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +97,32 @@ def test_stage_metrics_from_worker_processes_are_summed_on_every_page(
         promtool_check(page)
     finally:
         probe.stop()
+
+
+def test_flower_sees_every_stage_though_task_events_are_off_by_default(
+    api_server: Api, celery_app: Celery
+) -> None:
+    """Task events are off by default (ORCH_TASK_EVENTS) and a monitor that asks, as Flower
+    does (its ``enable_events``), gets them from the running workers all the same."""
+    assert not celery_app.conf.worker_send_task_events
+    assert not celery_app.conf.task_track_started
+    seen: list[dict[str, Any]] = []
+    with celery_app.connection_for_read() as connection:
+        receiver = celery_app.events.Receiver(connection, handlers={"*": seen.append})
+        listening = threading.Thread(target=receiver.capture, kwargs={"wakeup": False})
+        listening.start()
+        try:
+            replies = celery_app.control.enable_events(reply=True, timeout=5)
+            assert replies, "no worker answered enable_events"
+            run = run_through_api(api_server, "linear5", {"start": 3})
+        finally:
+            celery_app.control.disable_events(reply=True, timeout=5)
+            receiver.should_stop = True
+            listening.join(10)
+    received = {e["uuid"] for e in seen if e["type"] == "task-received" and run in e["kwargs"]}
+    succeeded = {e["uuid"] for e in seen if e["type"] == "task-succeeded"}
+    assert len(received) >= 5, received  # five stages, then the run's finish
+    assert received <= succeeded
 
 
 def test_a_scrape_during_a_redis_outage_answers_with_what_it_has(
