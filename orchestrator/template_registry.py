@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from orchestrator.core.templates import BoundStage, Template, bind, check_workers, parse_template
 from orchestrator.db import Database, TemplateVersion
@@ -146,7 +147,13 @@ def to_yaml(template: Template) -> str:
 
 
 def get(database: Database, name: str, version: int | None = None) -> Template:
-    """The template's given or current version; ``NotFound`` names what is missing.
+    """The template's given or current version; ``NotFound`` names what is missing."""
+    with database.session() as session:
+        return read(session, name, version)
+
+
+def read(session: Session, name: str, version: int | None = None) -> Template:
+    """``get`` in the caller's session (the coordinator reads its run and its template in one).
 
     Every submit and every launch asks: the query reads only the version and checksum, and
     the parsed template comes from a small cache keyed by them (a version, once stored, never
@@ -159,20 +166,19 @@ def get(database: Database, name: str, version: int | None = None) -> Template:
         if version is None
         else query.where(TemplateVersion.version == version)
     )
-    with database.session() as session:
-        found = session.execute(query).first()
-        if found is None:
-            what = f"template {name!r}" + (f" version {version}" if version else "")
-            raise NotFound(f"{what} not found")
-        key = (name, found.version, found.checksum)
-        template = _parsed.get(key)
-        if template is None:
-            row = session.get(TemplateVersion, (name, found.version))
-            assert row is not None  # read in this transaction just now
-            template = _parsed[key] = Template.model_validate(row.definition)
-            while len(_parsed) > PARSED_CACHE_SIZE:
-                del _parsed[next(iter(_parsed))]
-        return template
+    found = session.execute(query).first()
+    if found is None:
+        what = f"template {name!r}" + (f" version {version}" if version else "")
+        raise NotFound(f"{what} not found")
+    key = (name, found.version, found.checksum)
+    template = _parsed.get(key)
+    if template is None:
+        row = session.get(TemplateVersion, (name, found.version))
+        assert row is not None  # read in this transaction just now
+        template = _parsed[key] = Template.model_validate(row.definition)
+        while len(_parsed) > PARSED_CACHE_SIZE:
+            del _parsed[next(iter(_parsed))]
+    return template
 
 
 #: Parsed templates by (name, version, checksum); oldest out first.

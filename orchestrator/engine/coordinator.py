@@ -217,12 +217,16 @@ def stage_row(
 def load(runtime: Runtime, execution_id: str, *, stages: bool = True) -> PipelineExecution:
     """The execution's row; with ``stages=False`` its stage rows are not loaded (the
     coordinator's own reads need only the run's row: reading its stages raises)."""
-    options = [] if stages else [raiseload(PipelineExecution.stages)]
     with runtime.db.session() as session:
-        execution = session.get(PipelineExecution, execution_id, options=options)
-        if execution is None:
-            raise NotFound(f"execution {execution_id!r} not found")
-        return execution
+        return _load_in(session, execution_id, stages=stages)
+
+
+def _load_in(session: Session, execution_id: str, *, stages: bool = False) -> PipelineExecution:
+    options = [] if stages else [raiseload(PipelineExecution.stages)]
+    execution = session.get(PipelineExecution, execution_id, options=options)
+    if execution is None:
+        raise NotFound(f"execution {execution_id!r} not found")
+    return execution
 
 
 def client_of(runtime: Runtime, execution_id: str) -> str | None:
@@ -250,12 +254,13 @@ def hand_off(runtime: Runtime, admitted: list[str]) -> None:
 
 def start(runtime: Runtime, execution_id: str) -> str:
     """Ask admission for the whole run; launch it, queue it, or refuse it with the reason."""
-    execution = load(runtime, execution_id, stages=False)
-    if execution.status not in LAUNCHABLE:
-        return execution.status  # a redelivered start: already handled
-    template = template_registry.get(
-        runtime.db, execution.template_name, execution.template_version
-    )
+    with runtime.db.session() as session:  # the run's row and its template, one session
+        execution = _load_in(session, execution_id)
+        if execution.status not in LAUNCHABLE:
+            return execution.status  # a redelivered start: already handled
+        template = template_registry.read(
+            session, execution.template_name, execution.template_version
+        )
     bound = bind(template, execution.parameters)
     stages = bound
     if execution.rerun_stages is not None:  # a resume: only what did not complete runs
