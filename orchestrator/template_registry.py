@@ -241,9 +241,13 @@ def sync_templates(runtime: Runtime) -> list[tuple[str, int, bool]]:
 
 
 def prepare(
-    runtime: Runtime, template_name: str, parameters: dict[str, Any]
+    runtime: Runtime,
+    template_name: str,
+    parameters: dict[str, Any],
+    session: Session | None = None,
 ) -> tuple[Template, list[BoundStage]]:
-    """The current template bound to ``parameters``: every user error surfaces here."""
-    template = get(runtime.db, template_name)
+    """The current template bound to ``parameters``: every user error surfaces here. Read in
+    ``session`` if given (a submit reads and writes in one)."""
+    template = get(runtime.db, template_name) if session is None else read(session, template_name)
     check_workers(template, known_workers(runtime))
     return template, bind(template, parameters)

@@ -39,7 +39,13 @@ from orchestrator.engine import estimates
 from orchestrator.engine.canvas import build_canvas
 from orchestrator.engine.events import execution_event, final_event
 from orchestrator.engine.run_state import RunMeta, RunState, StageRecord, now_ms
-from orchestrator.errors import Conflict, NotFound, ResourceExhausted, ValidationFailed
+from orchestrator.errors import (
+    Conflict,
+    NotFound,
+    OrchestratorError,
+    ResourceExhausted,
+    ValidationFailed,
+)
 from orchestrator.ops.tracing import annotate, span, traced
 from orchestrator.runtime import Runtime
 
@@ -51,7 +57,9 @@ PER = {"day": "daily", "month": "monthly"}
 LAUNCH_CLAIM_MS = 30_000
 
 
-def check_admissible(runtime: Runtime, needs: RunNeeds, client_id: str | None) -> None:
+def check_admissible(
+    runtime: Runtime, needs: RunNeeds, client_id: str | None, session: Session
+) -> None:
     """Refuse at the door what admission would refuse later: 422 for a run that can never
     fit the pool, 429 (with when to retry) for one that cannot fit today's or this month's
     quota whatever is released, or for a client with too many runs waiting already."""
@@ -91,15 +99,14 @@ def check_admissible(runtime: Runtime, needs: RunNeeds, client_id: str | None) -
         )
     if client_id is not None:
         cap = pool.admission.max_waiting_runs_per_client
-        with runtime.db.session() as session:
-            waiting = session.scalar(
-                select(func.count())
-                .select_from(PipelineExecution)
-                .where(
-                    PipelineExecution.client_id == client_id,
-                    PipelineExecution.status.in_([str(s) for s in LAUNCHABLE]),
-                )
+        waiting = session.scalar(
+            select(func.count())
+            .select_from(PipelineExecution)
+            .where(
+                PipelineExecution.client_id == client_id,
+                PipelineExecution.status.in_([str(s) for s in LAUNCHABLE]),
             )
+        )
         if (waiting or 0) >= cap:
             raise ResourceExhausted(
                 f"client {client_id!r} already has {waiting} runs waiting (the limit is {cap})",
@@ -123,32 +130,33 @@ def submit(
     by, and learned from, when it ends.
 
     Returns the execution and whether it was created now (False: the same client sent the
-    same ``request_id`` before, and this is that execution).
+    same ``request_id`` before, and this is that execution). The template, the client's
+    waiting runs and the new rows are read and written in one session; a request id is
+    looked up only when something refuses the run (a retry of an accepted request must get
+    its run, not a refusal that came since) or its insert finds it taken.
     """
-    if request_id is not None:
-        existing = find_by_request(runtime, client_id, request_id)
-        if existing is not None:
-            return existing, False
-    template, stages = template_registry.prepare(runtime, template_name, parameters)
-    check_admissible(runtime, run_needs(stages, runtime.unusable), client_id)
-    running, waiting = runtime.admission.load()
-    estimate = estimates.estimate_now(runtime, stages, running, waiting)
-    execution = PipelineExecution(
-        execution_id=f"exec_{uuid.uuid4().hex[:20]}",
-        request_id=request_id,
-        client_id=client_id,
-        template_name=template.name,
-        template_version=template.version,
-        parameters=dict(parameters),
-        priority=Priority(priority).value,
-        status=ExecutionStatus.PENDING,
-        estimated_cost_usd=round(estimate.cost_usd, 10),
-        estimated_time_ms=estimate.time_ms,
-        estimate=estimates.recorded(estimate, running, waiting),
-    )
-    annotate(execution=execution.execution_id)
     try:
         with runtime.db.session() as session:
+            template, stages = template_registry.prepare(
+                runtime, template_name, parameters, session
+            )
+            check_admissible(runtime, run_needs(stages, runtime.unusable), client_id, session)
+            running, waiting = runtime.admission.load()
+            estimate = estimates.estimate_now(runtime, stages, running, waiting)
+            execution = PipelineExecution(
+                execution_id=f"exec_{uuid.uuid4().hex[:20]}",
+                request_id=request_id,
+                client_id=client_id,
+                template_name=template.name,
+                template_version=template.version,
+                parameters=dict(parameters),
+                priority=Priority(priority).value,
+                status=ExecutionStatus.PENDING,
+                estimated_cost_usd=round(estimate.cost_usd, 10),
+                estimated_time_ms=estimate.time_ms,
+                estimate=estimates.recorded(estimate, running, waiting),
+            )
+            annotate(execution=execution.execution_id)
             session.add(execution)
             session.flush()  # the run's row first: its stages refer to it
             # One bulk INSERT of plain rows: the unit of work's bookkeeping for each stage
@@ -160,8 +168,8 @@ def submit(
                     for s in stages
                 ],
             )
-    except IntegrityError:
-        existing = find_by_request(runtime, client_id, request_id)
+    except (IntegrityError, OrchestratorError):
+        existing = find_by_request(runtime, client_id, request_id) if request_id else None
         if existing is None:
             raise
         return existing, False

@@ -79,11 +79,13 @@ def _stage_task(runtime: Runtime) -> Callable[..., Any]:
 def _register_coordinator(app: Celery, runtime: Runtime) -> None:
     """The coordinator's tasks: start, launch, finish, and what beat schedules."""
 
-    @app.task(shared=False, name="coordinator.start")
+    # start and launch: nothing reads their results (the run's row and events say it all),
+    # so none is stored. finish's is: a caller may wait on a run's end as on any task's.
+    @app.task(shared=False, name="coordinator.start", ignore_result=True)
     def start(execution_id: str) -> str:
         return coordinator.start(runtime, execution_id)
 
-    @app.task(shared=False, name="coordinator.launch")
+    @app.task(shared=False, name="coordinator.launch", ignore_result=True)
     def launch(execution_id: str) -> None:
         coordinator.launch(runtime, execution_id)
 
