@@ -228,7 +228,7 @@ def hop_legs(runtime: Runtime, execution_id: str, repeats: int = 200) -> tuple[f
     return median_ms(ends), median_ms(publishes)
 
 
-def breakdown(runtime: Runtime, ids: list[str]) -> list[str]:
+def breakdown(runtime: Runtime, ids: list[str], bare_hops: list[float]) -> list[str]:
     """Where a stage's time goes, from the timings each stage keeps in its live record: the
     steps inside the stage task, and the hop from one stage's end to the next one's start
     (its completion round trip, Celery's publish of the next message, the broker, the
@@ -266,6 +266,9 @@ def breakdown(runtime: Runtime, ids: list[str]) -> list[str]:
         "worker's receive and dispatch to a pool process",
         "    (end and publish timed in the benchmark's process on the same Redis and broker, "
         f"{len(hops)} hops measured in the stages)",
+        f"    bare Celery's hop, measured the same way on a lean chain shaped like the engine's: "
+        f"{statistics.median(bare_hops):.3f} ms; the engine's own share of a stage (inside "
+        f"the task, and its end) {inside + end_ms:.3f} ms",
     ]
     return lines
 
@@ -350,7 +353,7 @@ def main() -> None:
     migrations.upgrade(settings)
     os.environ.update(settings.to_env())
     # built from the same environment as the workers
-    from bench.noop_app import app, noop, noop_kw
+    from bench.noop_app import STAMPS_KEY, app, noop, noop_kw, stamp
 
     runtime = Runtime(settings, app)
     runtime.redis.flushdb()
@@ -378,17 +381,47 @@ def main() -> None:
             chain(*tasks).apply_async().get(timeout=60, interval=0.002)
             return time.perf_counter() - started
 
+        def stage_kwargs(i: int) -> dict[str, Any]:
+            return {
+                "execution_id": f"exec_{uuid.uuid4().hex[:20]}",
+                "stage_id": f"s{i}",
+                "deps": [f"s{i - 1}"] if i else [],
+                "launch": uuid.uuid4().hex[:12],
+            }
+
+        def bare_hops() -> list[float]:
+            """The hops of a lean chain shaped like the engine's, measured as the engine's
+            are: each task body notes its start and end, and a hop is the next body's start
+            less the previous body's end (Celery's publish, the broker, the receive)."""
+            hops: list[float] = []
+            for _ in range(3):
+                runtime.redis.delete(STAMPS_KEY)
+                tasks = [
+                    stamp.signature(
+                        kwargs=stage_kwargs(i),
+                        immutable=True,
+                        ignore_result=True,
+                        soft_time_limit=300,
+                        time_limit=330,
+                        priority=3,
+                    )
+                    for i in range(STAGES - 1)
+                ]
+                time.sleep(SETTLE_S)
+                chain(*tasks, noop.s()).apply_async().get(timeout=60, interval=0.002)
+                stamps = [
+                    [float(t) for t in raw.split()]
+                    for raw in runtime.redis.lrange(STAMPS_KEY, 0, -1)
+                ]
+                hops += [(b[0] - a[1]) * 1000 for a, b in pairwise(stamps)]
+            return hops
+
         def shaped(n: int) -> float:
             """A lean chain whose messages are shaped like the engine's: the stage's kwargs,
             its priority and time limits (what the message costs, apart from the engine)."""
             tasks = [
                 noop_kw.signature(
-                    kwargs={
-                        "execution_id": f"exec_{uuid.uuid4().hex[:20]}",
-                        "stage_id": f"s{i}",
-                        "deps": [f"s{i - 1}"] if i else [],
-                        "launch": uuid.uuid4().hex[:12],
-                    },
+                    kwargs=stage_kwargs(i),
                     immutable=True,
                     ignore_result=True,
                     soft_time_limit=300,
@@ -474,7 +507,7 @@ def main() -> None:
             f"admission, plan), last stage to final event {finish_ms:.1f} ms (persist, release)",
             f"    submit to the run's first event (what an SSE subscriber can see first): "
             f"{first_event_ms:.1f} ms",
-            *breakdown(runtime, ids),
+            *breakdown(runtime, ids, bare_hops()),
             "",
         ]
         for width in (10, 200):
