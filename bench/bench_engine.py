@@ -381,13 +381,25 @@ def main() -> None:
             chain(*tasks).apply_async().get(timeout=60, interval=0.002)
             return time.perf_counter() - started
 
-        def stage_kwargs(i: int) -> dict[str, Any]:
-            return {
-                "execution_id": f"exec_{uuid.uuid4().hex[:20]}",
-                "stage_id": f"s{i}",
-                "deps": [f"s{i - 1}"] if i else [],
-                "launch": uuid.uuid4().hex[:12],
-            }
+        def shaped_tasks(task: Any, n: int) -> list[Any]:
+            """``n - 1`` signatures of ``task`` whose messages are shaped like the engine's:
+            a stage's kwargs, its priority and time limits, immutable, no result."""
+            return [
+                task.signature(
+                    kwargs={
+                        "execution_id": f"exec_{uuid.uuid4().hex[:20]}",
+                        "stage_id": f"s{i}",
+                        "deps": [f"s{i - 1}"] if i else [],
+                        "launch": uuid.uuid4().hex[:12],
+                    },
+                    immutable=True,
+                    ignore_result=True,
+                    soft_time_limit=300,
+                    time_limit=330,
+                    priority=3,
+                )
+                for i in range(n - 1)
+            ]
 
         def bare_hops() -> list[float]:
             """The hops of a lean chain shaped like the engine's, measured as the engine's
@@ -396,17 +408,7 @@ def main() -> None:
             hops: list[float] = []
             for _ in range(3):
                 runtime.redis.delete(STAMPS_KEY)
-                tasks = [
-                    stamp.signature(
-                        kwargs=stage_kwargs(i),
-                        immutable=True,
-                        ignore_result=True,
-                        soft_time_limit=300,
-                        time_limit=330,
-                        priority=3,
-                    )
-                    for i in range(STAGES - 1)
-                ]
+                tasks = shaped_tasks(stamp, STAGES)
                 time.sleep(SETTLE_S)
                 chain(*tasks, noop.s()).apply_async().get(timeout=60, interval=0.002)
                 stamps = [
@@ -417,19 +419,9 @@ def main() -> None:
             return hops
 
         def shaped(n: int) -> float:
-            """A lean chain whose messages are shaped like the engine's: the stage's kwargs,
-            its priority and time limits (what the message costs, apart from the engine)."""
-            tasks = [
-                noop_kw.signature(
-                    kwargs=stage_kwargs(i),
-                    immutable=True,
-                    ignore_result=True,
-                    soft_time_limit=300,
-                    time_limit=330,
-                    priority=3,
-                )
-                for i in range(n - 1)
-            ]
+            """A lean chain whose messages are shaped like the engine's (what the message
+            costs, apart from the engine)."""
+            tasks = shaped_tasks(noop_kw, n)
             time.sleep(SETTLE_S)
             started = time.perf_counter()
             chain(*tasks, noop.s()).apply_async().get(timeout=60, interval=0.002)
