@@ -229,7 +229,7 @@ def load(runtime: Runtime, execution_id: str, *, stages: bool = True) -> Pipelin
         return _load_in(session, execution_id, stages=stages)
 
 
-def _load_in(session: Session, execution_id: str, *, stages: bool = False) -> PipelineExecution:
+def _load_in(session: Session, execution_id: str, *, stages: bool) -> PipelineExecution:
     options = [] if stages else [raiseload(PipelineExecution.stages)]
     execution = session.get(PipelineExecution, execution_id, options=options)
     if execution is None:
@@ -263,7 +263,7 @@ def hand_off(runtime: Runtime, admitted: list[str]) -> None:
 def start(runtime: Runtime, execution_id: str) -> str:
     """Ask admission for the whole run; launch it, queue it, or refuse it with the reason."""
     with runtime.db.session() as session:  # the run's row and its template, one session
-        execution = _load_in(session, execution_id)
+        execution = _load_in(session, execution_id, stages=False)
         if execution.status not in LAUNCHABLE:
             return execution.status  # a redelivered start: already handled
         template = template_registry.read(
