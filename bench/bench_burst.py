@@ -519,7 +519,7 @@ def engine_burst(stack: Stack, requests: list[tuple[str, dict[str, Any]]]) -> di
             "API": [stack.api.pid],
             "beat": [stack.beat.pid],
             "coordinator": [fleet.processes[COORDINATOR_QUEUE].pid],
-            "stage workers": [p.pid for q, p in fleet.processes.items() if q != COORDINATOR_QUEUE],
+            **{q: [p.pid] for q, p in fleet.processes.items() if q != COORDINATOR_QUEUE},
         }
         cpu_before = cpu_by_role(roles)
         sampler = Sampler(stack)
@@ -638,8 +638,8 @@ def bare_burst(stack: Stack, requests: list[tuple[str, dict[str, Any]]]) -> dict
         wait_done(2, 180)
         client.delete(DONE_KEY, STARTED_KEY, *[TIMES_KEY + w for w in CONCURRENCY])
         load_before = os.getloadavg()
-        workers = [p.pid for p in fleet.processes.values()]
-        cpu_before = sum(process_cpu_s(pid) for pid in workers)
+        roles = {q.removeprefix("bare."): [p.pid] for q, p in fleet.processes.items()}
+        cpu_before = cpu_by_role(roles)
         canvases = [
             (f"bare-{i}", canvas(f"bare-{i}", shape(t, p))) for i, (t, p) in enumerate(requests)
         ]
@@ -651,7 +651,8 @@ def bare_burst(stack: Stack, requests: list[tuple[str, dict[str, Any]]]) -> dict
         wait_done(len(requests), 1800)
         done, started = scores(client, DONE_KEY), scores(client, STARTED_KEY)
         times = {w: [float(t) for t in client.lrange(TIMES_KEY + w, 0, -1)] for w in CONCURRENCY}
-        cpu = sum(process_cpu_s(pid) for pid in workers) - cpu_before
+        cpu_after = cpu_by_role(roles)
+        cpu = {role: cpu_after[role] - cpu_before[role] for role in roles}
     finally:
         fleet.stop()
     return {
@@ -859,14 +860,19 @@ def report(
             if w != COORDINATOR_QUEUE
         )
     )
-    engine_cpu = sum(burst["cpu"].values())
-    lines.append(
+    per_run = {k: v / burst["accepted"] for k, v in burst["cpu"].items()}
+    bare_run = {k: v / RUNS for k, v in bare["cpu"].items()}
+    stage_types = [w for w in CONCURRENCY if w != COORDINATOR_QUEUE]
+    engine_cpu, bare_cpu = sum(per_run.values()), sum(bare_run.values())
+    lines += [
         f"  CPU seconds per run, the bench's own processes (the machine's other load, Redis "
-        f"and PostgreSQL not counted): engine {engine_cpu / burst['accepted']:.3f} ("
-        + ", ".join(f"{k} {v / burst['accepted']:.3f}" for k, v in burst["cpu"].items())
-        + f"), bare Celery workers {bare['cpu'] / RUNS:.3f}; engine / bare "
-        f"{engine_cpu / burst['accepted'] / (bare['cpu'] / RUNS):.2f}"
-    )
+        f"and PostgreSQL not counted): engine {engine_cpu:.3f} (API {per_run['API']:.3f}, beat "
+        f"{per_run['beat']:.3f}, coordinator {per_run['coordinator']:.3f}, stage workers "
+        f"{sum(per_run[w] for w in stage_types):.3f}), bare Celery workers {bare_cpu:.3f}; "
+        f"engine / bare {engine_cpu / bare_cpu:.2f}",
+        "    by worker type, engine | bare: "
+        + ", ".join(f"{w} {per_run[w]:.3f} | {bare_run.get(w, 0.0):.3f}" for w in stage_types),
+    ]
     bottleneck = max(burst["share"], key=burst["share"].get)
     lines += [
         f"  busy share of each type's slots while runs were waiting to start (first POST to "

@@ -71,6 +71,14 @@ class Runtime:
     def admission(self) -> Admission:
         return Admission(self.redis, self.pool, ledger=lambda now: usage_totals(self.db, now))
 
+    def preload(self) -> None:
+        """Load now what every process would load on its first task: the database driver's
+        modules, the pool file, the admission scripts. A prefork parent calls this so its
+        children inherit them instead of each paying for them (about a second of CPU per
+        child on a busy machine). Nothing connects: each child still opens its own."""
+        Database.load_driver(self.settings.database_url)
+        _ = self.admission
+
     def close(self) -> None:
         for name in ("redis", "db"):
             if name in self.__dict__:

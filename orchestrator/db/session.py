@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import create_engine, event, text
+from sqlalchemy import create_engine, event, make_url, text
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -37,6 +37,11 @@ class Database:
         if url.startswith("sqlite"):
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    @staticmethod
+    def load_driver(url: str) -> None:
+        """Import the driver ``url`` needs (SQLAlchemy's dialect and its DBAPI module)."""
+        make_url(url).get_dialect().import_dbapi()
 
     @contextmanager
     def session(self) -> Iterator[Session]:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import func, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.dialects import postgresql, sqlite
 
 from orchestrator.core import quota
 from orchestrator.db import Database, ResourceUsage
@@ -15,46 +18,57 @@ from orchestrator.db import Database, ResourceUsage
 RESOURCE_TYPES = ("api", "quota", "worker", "storage")
 
 
-def record_usage(
-    database: Database,
-    *,
-    execution_id: str,
-    stage_id: str,
-    resource: str,
-    quantity: float,
-    cost_usd: float,
-    idempotency_key: str,
-    resource_type: str = "api",
-) -> bool:
-    """Insert one usage row; False (and nothing written) if the key was recorded before.
+@dataclass(frozen=True)
+class Usage:
+    """One stage's actual use of one resource, as the ledger keeps it."""
 
-    A stage redelivered after its worker died settles again with the same key, so its usage
-    is never counted twice.
+    execution_id: str
+    stage_id: str
+    resource: str
+    quantity: float
+    cost_usd: float
+    idempotency_key: str
+    resource_type: str = "api"
+
+
+def record_usages(database: Database, usages: Sequence[Usage]) -> set[str]:
+    """Insert the usage rows whose key was never recorded, in one statement; returns the
+    keys written now.
+
+    A stage redelivered after its worker died settles again with the same keys, so its
+    usage is never counted twice (a concurrent duplicate loses on the unique key).
     """
-    try:
-        with database.session() as session:
-            exists = session.scalar(
-                select(ResourceUsage.usage_id).where(
-                    ResourceUsage.idempotency_key == idempotency_key
-                )
-            )
-            if exists:
-                return False
-            session.add(
-                ResourceUsage(
-                    usage_id=uuid.uuid4().hex,
-                    resource_type=resource_type,
-                    resource_name=resource,
-                    execution_id=execution_id,
-                    stage_id=stage_id,
-                    quantity_used=quantity,
-                    cost_usd=cost_usd,
-                    idempotency_key=idempotency_key,
-                )
-            )
-    except IntegrityError:
-        return False  # a concurrent duplicate won the race
-    return True
+    if not usages:
+        return set()
+    rows = [
+        {
+            "usage_id": uuid.uuid4().hex,
+            "resource_type": u.resource_type,
+            "resource_name": u.resource,
+            "execution_id": u.execution_id,
+            "stage_id": u.stage_id,
+            "quantity_used": u.quantity,
+            "cost_usd": u.cost_usd,
+            "idempotency_key": u.idempotency_key,
+            "timestamp": datetime.now(UTC),
+        }
+        for u in usages
+    ]
+    with database.session() as session:
+        dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+        written = session.scalars(
+            dialect.insert(ResourceUsage)
+            .values(rows)
+            .on_conflict_do_nothing(index_elements=[ResourceUsage.idempotency_key])
+            .returning(ResourceUsage.idempotency_key)
+        )
+        return {key for key in written if key is not None}
+
+
+def record_usage(database: Database, **usage: Any) -> bool:
+    """``record_usages`` of one: False (and nothing written) if its key was recorded before."""
+    entry = Usage(**usage)
+    return entry.idempotency_key in record_usages(database, [entry])
 
 
 def usage_totals(database: Database, now_ms: int) -> dict[str, tuple[float, float]]:

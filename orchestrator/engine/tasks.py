@@ -27,6 +27,7 @@ from orchestrator.worker_registry import refresh
 def register(app: Celery, settings: Settings, registry: Registry) -> None:
     """Register one ``stage.<worker type>`` task per worker type and the coordinator's."""
     runtime = Runtime(settings, app)
+    runtime.preload()  # before a prefork pool forks: its children inherit what it loads
     app.conf.orchestrator_runtime = runtime
     stage = _stage_task(runtime)
     # max_retries=None: Celery's own cap (3 retries) must not cut the stage's policy short.

@@ -25,7 +25,7 @@ from orchestrator.core.handshake import DataRef, HandshakePacket, NextStage, Sum
 from orchestrator.core.retry import RetryPolicy, compute_backoff, retry_after_of, should_retry
 from orchestrator.db import PipelineExecution
 from orchestrator.engine.events import Event, stage_event
-from orchestrator.engine.ledger import record_usage
+from orchestrator.engine.ledger import Usage, record_usages
 from orchestrator.engine.metrics import stage_metrics
 from orchestrator.engine.run_state import RunMeta, RunState, StageRecord, now_ms
 from orchestrator.engine.stage.leases import LeaseKeeper
@@ -444,29 +444,31 @@ class _Stage:
         counts nothing a second time, even when Redis forgot that settlement.
         """
         reserved: dict[str, float] = self.spec.get("resources") or {}
-        cost = 0.0
-        for resource in sorted(set(reserved) | set(used)):
-            actual = used.get(resource, 0.0)
+        metrics = stage_metrics()
+        usages = []
+        for resource, actual in sorted(used.items()):
             if actual:
                 price = self.runtime.pool.price(resource)
-                cost += actual * price
-                metrics = stage_metrics()
                 metrics.units.labels(resource, self.spec["worker"]).inc(actual)
                 metrics.cost.labels(resource, self.spec["worker"]).inc(actual * price)
-                first = record_usage(
-                    self.runtime.db,
-                    execution_id=self.execution_id,
-                    stage_id=f"{self.execution_id}.{self.stage_id}",
-                    resource=resource,
-                    quantity=actual,
-                    cost_usd=actual * price,
-                    idempotency_key=f"{self.execution_id}:{self.stage_id}:{resource}",
+                usages.append(
+                    Usage(
+                        execution_id=self.execution_id,
+                        stage_id=f"{self.execution_id}.{self.stage_id}",
+                        resource=resource,
+                        quantity=actual,
+                        cost_usd=actual * price,
+                        idempotency_key=f"{self.execution_id}:{self.stage_id}:{resource}",
+                    )
                 )
-                actual = actual if first else 0.0
+        first = record_usages(self.runtime.db, usages)  # one statement for all of them
+        for resource in sorted(set(reserved) | set(used)):
+            key = f"{self.execution_id}:{self.stage_id}:{resource}"
+            actual = used.get(resource, 0.0) if key in first else 0.0
             self.runtime.admission.settle(
                 self.execution_id, self.stage_id, resource, reserved.get(resource, 0.0), actual
             )
-        return round(cost, 10)
+        return round(sum(u.cost_usd for u in usages), 10)
 
     def _observe(self, outcome: str, started: float) -> None:
         """One attempt's duration by worker type, action and outcome (in-process, no I/O)."""

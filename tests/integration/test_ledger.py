@@ -1,0 +1,87 @@
+"""The usage ledger: a stage's usage is written once per key, in one statement, on
+PostgreSQL and on SQLite alike (the zero-setup default)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from orchestrator.db import Database, ResourceUsage
+from orchestrator.engine.ledger import Usage, record_usage, record_usages, usage_totals
+from orchestrator.ops.migrations import upgrade
+from orchestrator.settings import Settings
+
+
+@pytest.fixture(params=["postgresql", "sqlite"])
+def ledger_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    if request.param == "postgresql":
+        yield request.getfixturevalue("db")
+        return
+    settings = request.getfixturevalue("settings").with_overrides(
+        database_url=f"sqlite:///{tmp_path / 'ledger.db'}"
+    )
+    assert isinstance(settings, Settings)
+    upgrade(settings)
+    database = Database(settings)
+    yield database
+    database.dispose()
+
+
+def usage(resource: str, quantity: float, stage: str = "a") -> Usage:
+    return Usage(
+        execution_id="run",
+        stage_id=f"run.{stage}",
+        resource=resource,
+        quantity=quantity,
+        cost_usd=quantity * 0.01,
+        idempotency_key=f"run:{stage}:{resource}",
+    )
+
+
+def rows(database: Database) -> list[tuple[str, str, float]]:
+    with database.session() as session:
+        found = session.execute(
+            select(
+                ResourceUsage.idempotency_key,
+                ResourceUsage.resource_name,
+                ResourceUsage.quantity_used,
+            ).order_by(ResourceUsage.idempotency_key)
+        ).all()
+    return [tuple(row) for row in found]
+
+
+def test_a_stages_usages_are_written_once_per_key(ledger_db: Database) -> None:
+    written = record_usages(ledger_db, [usage("openai_api", 120), usage("feed_requests", 3)])
+    assert written == {"run:a:openai_api", "run:a:feed_requests"}
+
+    # The stage redelivered: the same keys write nothing, a new key still does.
+    again = record_usages(ledger_db, [usage("openai_api", 999), usage("email_quota", 1)])
+    assert again == {"run:a:email_quota"}
+    assert rows(ledger_db) == [
+        ("run:a:email_quota", "email_quota", 1.0),
+        ("run:a:feed_requests", "feed_requests", 3.0),
+        ("run:a:openai_api", "openai_api", 120.0),
+    ]
+    assert record_usages(ledger_db, []) == set()
+
+
+def test_one_usage_says_whether_it_was_new_and_totals_count_it_once(
+    ledger_db: Database,
+) -> None:
+    one = {
+        "execution_id": "run",
+        "stage_id": "run.b",
+        "resource": "openai_api",
+        "quantity": 50.0,
+        "cost_usd": 0.5,
+        "idempotency_key": "run:b:openai_api",
+    }
+    assert record_usage(ledger_db, **one) is True
+    assert record_usage(ledger_db, **one) is False
+    with ledger_db.session() as session:
+        stamped = session.scalars(select(ResourceUsage.timestamp)).one()
+    now_ms = int(stamped.timestamp() * 1000)
+    assert usage_totals(ledger_db, now_ms) == {"openai_api": (50.0, 50.0)}
