@@ -44,7 +44,10 @@ class Outputs:
         self.redis = client
         self.store = store
 
-    def write(self, key_stem: str, output: Any, *, ttl: timedelta) -> DataRef:
+    def write(self, key_stem: str, output: Any, *, ttl: timedelta, pipe: Any = None) -> DataRef:
+        """Store ``output``; with ``pipe`` (a Redis pipeline), a small output's write is only
+        queued on it: whoever runs the pipeline makes it readable (a stage's end, before the
+        packet that points to it, saving a round trip)."""
         if output is None:
             return DataRef(
                 storage_type="none",
@@ -57,7 +60,7 @@ class Outputs:
         key = key_stem + suffix
         if len(data) <= INLINE_LIMIT_BYTES:
             expires_at = datetime.now(UTC) + ttl
-            self.redis.set(redis_key("out", key), data, ex=int(ttl.total_seconds()))
+            (pipe or self.redis).set(redis_key("out", key), data, ex=int(ttl.total_seconds()))
             checksum = hashlib.sha256(data).hexdigest()
             return DataRef(
                 storage_type="redis",
@@ -77,13 +80,32 @@ class Outputs:
 
     def read(self, ref: DataRef) -> Any:
         """The output a reference points to, verified against its checksum."""
+        return self.read_many({"": ref})[""]
+
+    def read_many(self, refs: dict[str, DataRef]) -> dict[str, Any]:
+        """``read`` of each reference; the small ones (in Redis) in one round trip."""
+        small = [name for name, ref in refs.items() if ref.storage_type == "redis"]
+        held = (
+            dict(
+                zip(
+                    small,
+                    self.redis.mget([redis_key("out", refs[n].storage_key) for n in small]),
+                    strict=True,
+                )
+            )
+            if small
+            else {}
+        )
+        return {name: self._verified(ref, held.get(name)) for name, ref in refs.items()}
+
+    def _verified(self, ref: DataRef, held: Any) -> Any:
         if ref.storage_type == "none":
             return None
         if ref.storage_type == "s3":
             return decode(
                 self.store.get_bytes(ref.storage_key, checksum=ref.checksum), ref.storage_key
             )
-        data = _as_bytes(self.redis.get(redis_key("out", ref.storage_key)))
+        data = _as_bytes(held)
         if data is None:
             raise ObjectMissing(f"output {ref.storage_key!r} is gone (expired or Redis restarted)")
         actual = hashlib.sha256(data).hexdigest()

@@ -171,6 +171,8 @@ class _Stage:
         self._announce_lock = threading.Lock()
         self._announced = True  # until the stage takes its slot and starts
         self._start_event: Event = {}
+        #: The stage's end round trip, filled as it goes: its output's write, then its end.
+        self.end = runtime.redis.pipeline(transaction=False)
 
     def lap(self, step: str, since: float | None = None) -> None:
         """Note how long ``step`` took: since ``since``, or since the last step."""
@@ -305,7 +307,7 @@ class _Stage:
             self.runtime, self.spec["worker"], self.holder, self.execution_id, self.announce
         )
         with keeper:
-            inputs = {d: self.runtime.outputs.read(r) for d, r in refs.items()}
+            inputs = self.runtime.outputs.read_many(refs)
             self.lap("read")
             moved = stage_metrics().handshake_bytes
             moved.labels(action.worker_type, "read").inc(sum(r.size_bytes for r in refs.values()))
@@ -325,7 +327,8 @@ class _Stage:
             params = self.spec["params"]
             stem = f"outputs/{self.execution_id}/{self.stage_id}/{digest(params, input_sums)[:16]}"
             ttl = timedelta(seconds=self.runtime.settings.output_ttl_s)
-            ref = self.runtime.outputs.write(stem, result.output, ttl=ttl)
+            # A small output's write joins the stage's end: one round trip with its packet.
+            ref = self.runtime.outputs.write(stem, result.output, ttl=ttl, pipe=self.end)
         self.lap("write")
         annotate(bytes_read=sum(r.size_bytes for r in refs.values()), bytes_written=ref.size_bytes)
         moved.labels(action.worker_type, "written").inc(ref.size_bytes)
@@ -349,13 +352,13 @@ class _Stage:
         )
         cost = self._settle(sink.used)
         packet = self.packet(ref, summary)
+        pipe = self.end  # holds the output's write already, if it is small
         if cache_key is not None:
             cached = {
                 "data_ref": ref.model_dump(mode="json"),
                 "summary": summary.model_dump(mode="json", by_alias=True),
             }
-            ttl = int(self.spec["cache"]["ttl_s"])
-            self.runtime.redis.set(cache_key, json.dumps(cached), ex=ttl)
+            pipe.set(cache_key, json.dumps(cached), ex=int(self.spec["cache"]["ttl_s"]))
         self.lap("settle")
         self.timing["done_at"] = round(time.time() * 1000, 3)  # the hop to the next stage starts
         self.record.update(
@@ -373,7 +376,6 @@ class _Stage:
         )
         self._observe("completed", started)
         message = "done" if result.proceed else "done; continue: false stops what follows"
-        pipe = self.runtime.redis.pipeline(transaction=False)
         self.runtime.admission.release_slot(self.spec["worker"], self.holder, client=pipe)
         self.state.record(
             self.execution_id,
