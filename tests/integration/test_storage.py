@@ -10,10 +10,13 @@ from datetime import timedelta
 
 import httpx
 import pytest
+import redis
 
+from orchestrator.constants import redis_key
 from orchestrator.errors import ChecksumMismatch, DependencyUnavailable, ObjectMissing
 from orchestrator.settings import Settings
 from orchestrator.storage.objects import PART_SIZE, ObjectStore
+from orchestrator.storage.outputs import INLINE_LIMIT_BYTES, Outputs
 
 
 def _key() -> str:
@@ -88,3 +91,33 @@ def test_unreachable_server_is_a_dependency_error(settings: Settings) -> None:
     store = ObjectStore(settings.with_overrides(s3_endpoint="127.0.0.1:1"))
     with pytest.raises(DependencyUnavailable, match="unreachable"):
         store.put_bytes("k", b"v")
+
+
+def test_outputs_read_many_in_one_trip_and_a_deferred_write_waits_for_its_pipeline(
+    object_store: ObjectStore, redis_client: redis.Redis
+) -> None:
+    """Small outputs live in Redis, large ones in S3; a stage reads all its inputs at once,
+    each verified, and its own small output appears only when its end pipeline runs."""
+    outputs = Outputs(redis_client, object_store)
+    ttl = timedelta(minutes=5)
+    small = outputs.write(_key(), {"n": 1}, ttl=ttl)
+    large = outputs.write(_key(), {"blob": "x" * (INLINE_LIMIT_BYTES + 1)}, ttl=ttl)
+    raw = outputs.write(_key(), b"\x00\x01", ttl=ttl)
+    none = outputs.write(_key(), None, ttl=ttl)
+    assert (small.storage_type, large.storage_type, none.storage_type) == ("redis", "s3", "none")
+
+    read = outputs.read_many({"a": small, "b": large, "c": raw, "d": none})
+    assert read == {"a": {"n": 1}, "b": {"blob": "x" * (INLINE_LIMIT_BYTES + 1)},
+                    "c": b"\x00\x01", "d": None}  # fmt: skip
+    assert outputs.read(small) == {"n": 1}
+
+    pipe = redis_client.pipeline(transaction=False)
+    later = outputs.write(_key(), [1, 2, 3], ttl=ttl, pipe=pipe)
+    with pytest.raises(ObjectMissing, match="is gone"):
+        outputs.read(later)
+    pipe.execute()
+    assert outputs.read_many({"later": later, "a": small}) == {"later": [1, 2, 3], "a": {"n": 1}}
+
+    redis_client.set(redis_key("out", small.storage_key), b'{"n":2}')  # changed behind our back
+    with pytest.raises(ChecksumMismatch, match="does not match its checksum"):
+        outputs.read_many({"later": later, "a": small})
