@@ -6,7 +6,6 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.dialects import postgresql, sqlite
@@ -63,12 +62,6 @@ def record_usages(database: Database, usages: Sequence[Usage]) -> set[str]:
             .returning(ResourceUsage.idempotency_key)
         )
         return {key for key in written if key is not None}
-
-
-def record_usage(database: Database, **usage: Any) -> bool:
-    """``record_usages`` of one: False (and nothing written) if its key was recorded before."""
-    entry = Usage(**usage)
-    return entry.idempotency_key in record_usages(database, [entry])
 
 
 def usage_totals(database: Database, now_ms: int) -> dict[str, tuple[float, float]]:

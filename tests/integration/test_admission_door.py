@@ -16,7 +16,7 @@ import redis
 from orchestrator import template_registry
 from orchestrator.db import Database
 from orchestrator.engine import coordinator
-from orchestrator.engine.ledger import record_usage
+from orchestrator.engine.ledger import Usage, record_usages
 from orchestrator.errors import ResourceExhausted, ValidationFailed
 from orchestrator.runtime import Runtime
 from orchestrator.settings import Settings
@@ -61,8 +61,7 @@ def test_a_run_that_can_never_fit_is_422(runtime: Runtime) -> None:
 def test_a_run_over_what_is_left_today_is_429_until_tomorrow(runtime: Runtime) -> None:
     """Spent today (the ledger, as rebuilt into the counters) leaves 9,000: a burst run
     reserving 12,000 cannot fit today, whatever finishes."""
-    record_usage(
-        runtime.db,
+    earlier = Usage(
         execution_id="earlier",
         stage_id="earlier.a",
         resource="openai_api",
@@ -70,6 +69,7 @@ def test_a_run_over_what_is_left_today_is_429_until_tomorrow(runtime: Runtime) -
         cost_usd=0.0,
         idempotency_key="earlier:a:openai_api",
     )
+    record_usages(runtime.db, [earlier])
     runtime.admission.seed()
     with pytest.raises(ResourceExhausted) as refused:
         coordinator.submit(runtime, "burst", {}, client_id="acme")

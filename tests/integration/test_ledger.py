@@ -4,13 +4,14 @@ PostgreSQL and on SQLite alike (the zero-setup default)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC
 from pathlib import Path
 
 import pytest
 from sqlalchemy import select
 
 from orchestrator.db import Database, ResourceUsage
-from orchestrator.engine.ledger import Usage, record_usage, record_usages, usage_totals
+from orchestrator.engine.ledger import Usage, record_usages, usage_totals
 from orchestrator.ops.migrations import upgrade
 from orchestrator.settings import Settings
 
@@ -68,20 +69,11 @@ def test_a_stages_usages_are_written_once_per_key(ledger_db: Database) -> None:
     assert record_usages(ledger_db, []) == set()
 
 
-def test_one_usage_says_whether_it_was_new_and_totals_count_it_once(
-    ledger_db: Database,
-) -> None:
-    one = {
-        "execution_id": "run",
-        "stage_id": "run.b",
-        "resource": "openai_api",
-        "quantity": 50.0,
-        "cost_usd": 0.5,
-        "idempotency_key": "run:b:openai_api",
-    }
-    assert record_usage(ledger_db, **one) is True
-    assert record_usage(ledger_db, **one) is False
+def test_the_totals_count_a_redelivered_stage_once(ledger_db: Database) -> None:
+    once = usage("openai_api", 50, stage="b")
+    assert record_usages(ledger_db, [once]) == {"run:b:openai_api"}
+    assert record_usages(ledger_db, [once]) == set()
     with ledger_db.session() as session:
         stamped = session.scalars(select(ResourceUsage.timestamp)).one()
-    now_ms = int(stamped.timestamp() * 1000)
+    now_ms = int(stamped.replace(tzinfo=stamped.tzinfo or UTC).timestamp() * 1000)
     assert usage_totals(ledger_db, now_ms) == {"openai_api": (50.0, 50.0)}
