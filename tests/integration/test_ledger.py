@@ -8,7 +8,7 @@ from datetime import UTC
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from orchestrator.db import Database, ResourceUsage
 from orchestrator.engine.ledger import Usage, record_usages, usage_totals
@@ -18,8 +18,13 @@ from orchestrator.settings import Settings
 
 @pytest.fixture(params=["postgresql", "sqlite"])
 def ledger_db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    """The suite's PostgreSQL database with an empty ledger (its other tables, the test
+    templates the live tiers use among them, untouched), or a fresh SQLite file."""
     if request.param == "postgresql":
-        yield request.getfixturevalue("db")
+        database = request.getfixturevalue("database")
+        with database.session() as session:
+            session.execute(delete(ResourceUsage))
+        yield database
         return
     settings = request.getfixturevalue("settings").with_overrides(
         database_url=f"sqlite:///{tmp_path / 'ledger.db'}"
