@@ -90,8 +90,10 @@ def run_engine(
     name: str,
     phases: list[tuple[float, float, float]] | None = None,
     ids: list[str] | None = None,
+    marks: dict[str, tuple[float, float]] | None = None,
 ) -> float:
-    """Wall time of one run; ``phases`` gets (start overhead, finish overhead) in seconds.
+    """Wall time of one run; ``phases`` gets (start overhead, finish overhead) in seconds,
+    ``marks`` the run's id -> (submitted, seen ended) in epoch ms.
 
     The wait is a Celery result wait on the run's ``coordinator.finish`` task, as for the
     bare chain (following the event stream live would wake this process twice per stage);
@@ -114,6 +116,8 @@ def run_engine(
         timeout=300, interval=0.002
     )
     elapsed = time.perf_counter() - started
+    if marks is not None:
+        marks[execution_id] = (submitted_ms, submitted_ms + elapsed * 1000)
     stamps = [(int(i.split("-")[0]), e) for i, e in events.read(runtime.redis, execution_id)]
     assert stamps[-1][1]["type"] == "final" and stamps[-1][1]["status"] == "completed", stamps[-1]
     if phases is not None:
@@ -271,6 +275,108 @@ def breakdown(runtime: Runtime, ids: list[str], bare_hops: list[float]) -> list[
         f"the task, and its end) {inside + end_ms:.3f} ms",
     ]
     return lines
+
+
+#: A fan-out + join's phases, in order, for both systems (ms, epoch-based).
+JOIN_PHASES = {
+    "to source": "submit (bare: apply) to the source's start",
+    "source": "the source stage's task body",
+    "fan-out": "the source's end to the first branch's start",
+    "branches": "the first branch's start to the last one's end (2 worker processes)",
+    "fan-in": "the last branch's end to the join's start (the chord's count and hop)",
+    "join": "the join's task body",
+    "to the end": "the join's end to the caller seeing the run end",
+}
+
+
+def join_phases(
+    source: tuple[float, float],
+    branches: list[tuple[float, float]],
+    join: tuple[float, float],
+    sent: float,
+    ended: float,
+) -> dict[str, float]:
+    """A fan-out + join's phases from each task body's (start, end) in epoch ms."""
+    first, last = min(b[0] for b in branches), max(b[1] for b in branches)
+    return {
+        "to source": source[0] - sent,
+        "source": source[1] - source[0],
+        "fan-out": first - source[1],
+        "branches": last - first,
+        "fan-in": join[0] - last,
+        "join": join[1] - join[0],
+        "to the end": ended - join[1],
+    }
+
+
+def engine_join_phases(
+    runtime: Runtime, execution_id: str, sent: float, ended: float
+) -> dict[str, float]:
+    """``join_phases`` of an engine run, from its stages' own timings."""
+    span = {
+        stage: (record["timing"]["entered_at"], record["timing"]["done_at"])
+        for stage, record in RunState(runtime.redis).stages(execution_id).items()
+    }
+    branches = [t for stage, t in span.items() if stage not in {"source", "sink"}]
+    return join_phases(span["source"], branches, span["sink"], sent, ended)
+
+
+def join_breakdown(engine: list[dict[str, float]], bare: list[dict[str, float]]) -> list[str]:
+    lines = [
+        "  where a fan-out 10 + join's time goes (median ms; task bodies as the stages time "
+        "them, the bare chord's as stamp tasks note them):",
+        f"    {'':12s} {'engine':>8s} {'chord':>8s}",
+    ]
+    for phase, what in JOIN_PHASES.items():
+        e = statistics.median(p[phase] for p in engine)
+        b = statistics.median(p[phase] for p in bare)
+        lines.append(f"    {phase:12s} {e:8.2f} {b:8.2f}  {what}")
+    return lines
+
+
+def fan_section(runtime: Runtime, noop: Any, stamp: Any) -> list[str]:
+    """Fan-out 10 and 200 + join against a chord of the same shape, then where a 10-way
+    join's time goes in each, from the task bodies' own timings."""
+    from bench.noop_app import STAMPS_KEY
+
+    lines: list[str] = []
+    for width in (10, 200):
+        engine_f = [run_engine(runtime, f"bench_fanout_{width}") for _ in range(3)]
+        plain = []
+        for _ in range(3):
+            time.sleep(SETTLE_S)
+            started = time.perf_counter()
+            chain(
+                noop.s(), chord(group(noop.s() for _ in range(width)), noop.s())
+            ).apply_async().get(timeout=120, interval=0.002)
+            plain.append(time.perf_counter() - started)
+        e_ms, p_ms = median_ms(engine_f), median_ms(plain)
+        lines.append(
+            f"fan-out {width:3d} + fan-in: engine {e_ms:8.1f} ms, plain chord "
+            f"{p_ms:8.1f} ms, ratio {e_ms / p_ms:5.2f} (median of 3)"
+        )
+
+    def stamped_chord() -> dict[str, float]:
+        """A chord of stamp tasks (source, 10 branches, join): each body's start and end."""
+        runtime.redis.delete(STAMPS_KEY)
+        time.sleep(SETTLE_S)
+        sent = time.time() * 1000
+        chain(stamp.s(), chord(group(stamp.s() for _ in range(10)), stamp.s())).apply_async(
+        ).get(timeout=60, interval=0.002)  # fmt: skip
+        ended = time.time() * 1000
+        spans = [
+            tuple(float(t) * 1000 for t in raw.split())
+            for raw in runtime.redis.lrange(STAMPS_KEY, 0, -1)
+        ]  # in the order the bodies ended: the source first, the join last
+        return join_phases(spans[0], spans[1:-1], spans[-1], sent, ended)  # type: ignore[arg-type]
+
+    marks: dict[str, tuple[float, float]] = {}
+    bare_joins = []
+    for _ in range(REPEATS):
+        run_engine(runtime, "bench_fanout_10", marks=marks)
+        bare_joins.append(stamped_chord())
+    engine_joins = [engine_join_phases(runtime, run, *mark) for run, mark in marks.items()]
+    return [*lines, *join_breakdown(engine_joins, bare_joins)]
 
 
 def api_section(
@@ -502,21 +608,7 @@ def main() -> None:
             *breakdown(runtime, ids, bare_hops()),
             "",
         ]
-        for width in (10, 200):
-            engine_f = [run_engine(runtime, f"bench_fanout_{width}") for _ in range(3)]
-            plain = []
-            for _ in range(3):
-                time.sleep(SETTLE_S)
-                started = time.perf_counter()
-                chain(
-                    noop.s(), chord(group(noop.s() for _ in range(width)), noop.s())
-                ).apply_async().get(timeout=120, interval=0.002)
-                plain.append(time.perf_counter() - started)
-            e_ms, p_ms = median_ms(engine_f), median_ms(plain)
-            lines.append(
-                f"fan-out {width:3d} + fan-in: engine {e_ms:8.1f} ms, plain chord "
-                f"{p_ms:8.1f} ms, ratio {e_ms / p_ms:5.2f} (median of 3)"
-            )
+        lines += fan_section(runtime, noop, stamp)
         lines += ["", *api_section(settings, bare, out_of_the_box, noop)]
     finally:
         fleet.stop()
