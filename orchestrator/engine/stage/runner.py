@@ -460,17 +460,20 @@ class _Stage:
                         resource=resource,
                         quantity=actual,
                         cost_usd=actual * price,
-                        idempotency_key=f"{self.execution_id}:{self.stage_id}:{resource}",
+                        idempotency_key=self._usage_key(resource),
                     )
                 )
         first = record_usages(self.runtime.db, usages)  # one statement for all of them
         for resource in sorted(set(reserved) | set(used)):
-            key = f"{self.execution_id}:{self.stage_id}:{resource}"
-            actual = used.get(resource, 0.0) if key in first else 0.0
+            actual = used.get(resource, 0.0) if self._usage_key(resource) in first else 0.0
             self.runtime.admission.settle(
                 self.execution_id, self.stage_id, resource, reserved.get(resource, 0.0), actual
             )
         return round(sum(u.cost_usd for u in usages), 10)
+
+    def _usage_key(self, resource: str) -> str:
+        """The ledger's key of this stage's use of ``resource``: the same on every attempt."""
+        return f"{self.execution_id}:{self.stage_id}:{resource}"
 
     def _observe(self, outcome: str, started: float) -> None:
         """One attempt's duration by worker type, action and outcome (in-process, no I/O)."""
