@@ -60,7 +60,8 @@ class Outputs:
         key = key_stem + suffix
         if len(data) <= INLINE_LIMIT_BYTES:
             expires_at = datetime.now(UTC) + ttl
-            (pipe or self.redis).set(redis_key("out", key), data, ex=int(ttl.total_seconds()))
+            client = pipe if pipe is not None else self.redis
+            client.set(redis_key("out", key), data, ex=int(ttl.total_seconds()))
             checksum = hashlib.sha256(data).hexdigest()
             return DataRef(
                 storage_type="redis",
@@ -85,17 +86,8 @@ class Outputs:
     def read_many(self, refs: dict[str, DataRef]) -> dict[str, Any]:
         """``read`` of each reference; the small ones (in Redis) in one round trip."""
         small = [name for name, ref in refs.items() if ref.storage_type == "redis"]
-        held = (
-            dict(
-                zip(
-                    small,
-                    self.redis.mget([redis_key("out", refs[n].storage_key) for n in small]),
-                    strict=True,
-                )
-            )
-            if small
-            else {}
-        )
+        keys = [redis_key("out", refs[name].storage_key) for name in small]
+        held = dict(zip(small, self.redis.mget(keys), strict=True)) if small else {}
         return {name: self._verified(ref, held.get(name)) for name, ref in refs.items()}
 
     def _verified(self, ref: DataRef, held: Any) -> Any:

@@ -171,7 +171,8 @@ class _Stage:
         self._announce_lock = threading.Lock()
         self._announced = True  # until the stage takes its slot and starts
         self._start_event: Event = {}
-        #: The stage's end round trip, filled as it goes: its output's write, then its end.
+        #: The stage's end round trip, whichever way it ends, filled as it goes (a small
+        #: output's write first, then its record, packet and events).
         self.end = runtime.redis.pipeline(transaction=False)
 
     def lap(self, step: str, since: float | None = None) -> None:
@@ -207,7 +208,7 @@ class _Stage:
         self.record.update(
             {"status": status, "completed_at": now_ms(), "error": None, "reason": reason}
         )
-        pipe = self.runtime.redis.pipeline(transaction=False)
+        pipe = self.end
         if self.slot == SLOT_TAKEN:
             self.runtime.admission.release_slot(self.spec["worker"], self.holder, client=pipe)
         self.state.record(
@@ -423,7 +424,7 @@ class _Stage:
                 "error": None,
             }
         )
-        pipe = self.runtime.redis.pipeline(transaction=False)
+        pipe = self.end
         if self.slot == SLOT_TAKEN:
             self.runtime.admission.release_slot(self.spec["worker"], self.holder, client=pipe)
         self.state.record(
