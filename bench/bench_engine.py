@@ -42,7 +42,7 @@ from orchestrator.core.templates import parse_template
 from orchestrator.engine import coordinator, events
 from orchestrator.engine.canvas import build_canvas, finish_task_id
 from orchestrator.engine.events import stage_event, stream_key
-from orchestrator.engine.run_state import RunState
+from orchestrator.engine.run_state import RunMeta, RunState
 from orchestrator.ops import migrations
 from orchestrator.ops.supervisor import start_api, start_fleet
 from orchestrator.runtime import Runtime
@@ -230,6 +230,30 @@ def hop_legs(runtime: Runtime, execution_id: str, repeats: int = 200) -> tuple[f
         publishes.append(time.perf_counter() - started)
     runtime.redis.delete(*runtime.redis.keys(f"{PROBE_QUEUE}*"))
     return median_ms(ends), median_ms(publishes)
+
+
+def floor_model(
+    runtime: Runtime, execution_id: str
+) -> tuple[RunMeta, dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+    """What a floor chain runs on: a measured run's meta (running again), plan and packets;
+    the record, packet and events of its middle stage, which every floor task writes, are
+    left under ``FLOOR_KEY``."""
+    from bench.noop_app import FLOOR_KEY
+
+    state = RunState(runtime.redis)
+    records, packets = state.stages(execution_id), state.packets(execution_id)
+    order = sorted(records, key=lambda s: records[s]["order"])
+    middle = order[len(order) // 2]
+    meta = cast(dict[str, Any], state.meta(execution_id))
+    meta = {k: v for k, v in meta.items() if k != "finishing"} | {"status": "running"}
+    payload = [
+        records[middle],
+        packets[middle],
+        stage_event(middle, "running", "started", 0.0, 0),
+        stage_event(middle, "completed", "done", 100.0, 0),
+    ]
+    runtime.redis.set(FLOOR_KEY, json.dumps(payload))
+    return cast(RunMeta, meta), state.plan(execution_id), packets
 
 
 def breakdown(runtime: Runtime, ids: list[str], bare_hops: list[float]) -> list[str]:
@@ -459,7 +483,7 @@ def main() -> None:
     migrations.upgrade(settings)
     os.environ.update(settings.to_env())
     # built from the same environment as the workers
-    from bench.noop_app import STAMPS_KEY, app, noop, noop_kw, stamp
+    from bench.noop_app import STAMPS_KEY, app, floor, noop, noop_kw, stamp
 
     runtime = Runtime(settings, app)
     runtime.redis.flushdb()
@@ -542,8 +566,38 @@ def main() -> None:
             )
             return time.perf_counter() - started
 
-        run_engine(runtime, f"bench_linear_{STAGES}")  # warm up both paths
+        def floor_chain(n: int) -> float:
+            """A lean chain shaped like the engine's whose tasks make only the two round
+            trips the engine's contract asks of a stage (``bench.noop_app.floor``), on a
+            fresh scratch copy of a measured run."""
+            scratch = f"exec_floor{uuid.uuid4().hex[:16]}"
+            RunState(runtime.redis).create(scratch, *model)
+            tasks = [
+                floor.signature(
+                    kwargs={
+                        "execution_id": scratch,
+                        "stage_id": f"s{i}",
+                        "deps": [f"s{i - 1}"] if i else [],
+                        "launch": model[0].get("launch"),
+                    },
+                    immutable=True,
+                    ignore_result=True,
+                    soft_time_limit=300,
+                    time_limit=330,
+                    priority=3,
+                )
+                for i in range(n - 1)
+            ]
+            time.sleep(SETTLE_S)
+            started = time.perf_counter()
+            chain(*tasks, noop.s()).apply_async().get(timeout=60, interval=0.002)
+            return time.perf_counter() - started
+
+        warm: list[str] = []
+        run_engine(runtime, f"bench_linear_{STAGES}", ids=warm)  # warm up both paths
+        model = floor_model(runtime, warm[0])
         bare(STAGES)
+        floor_chain(STAGES)
         phases: list[tuple[float, float, float]] = []
         ids: list[str] = []
         engine: dict[int, list[float]] = {STAGES: [], SHORT: []}
@@ -551,6 +605,7 @@ def main() -> None:
         lean: dict[int, list[float]] = {STAGES: [], SHORT: []}
         defaults: dict[int, list[float]] = {STAGES: [], SHORT: []}
         shapes: dict[int, list[float]] = {STAGES: [], SHORT: []}
+        floors: dict[int, list[float]] = {STAGES: [], SHORT: []}
         out_of_the_box(STAGES)
         for _ in range(REPEATS):
             for n in (STAGES, SHORT):
@@ -566,6 +621,7 @@ def main() -> None:
                 plain[n].append(bare(n))
                 lean[n].append(bare(n, lean=True))
                 shapes[n].append(shaped(n))
+                floors[n].append(floor_chain(n))
                 defaults[n].append(out_of_the_box(n))
         start_ms = median_ms([p[0] for p in phases])
         finish_ms = median_ms([p[1] for p in phases])
@@ -578,6 +634,7 @@ def main() -> None:
         lean_stage = (lean_ms - median_ms(lean[SHORT])) / span
         defaults_stage = (median_ms(defaults[STAGES]) - median_ms(defaults[SHORT])) / span
         shaped_stage = (median_ms(shapes[STAGES]) - median_ms(shapes[SHORT])) / span
+        floor_stage = (median_ms(floors[STAGES]) - median_ms(floors[SHORT])) / span
         lines += [
             f"linear pipeline of {STAGES} no-op stages, echo worker prefork c=2, Redis broker, "
             f"task events {'on' if events_on else 'off'}, "
@@ -595,6 +652,10 @@ def main() -> None:
             f"{engine_stage / shaped_stage:.2f}",
             f"    bare chain with Celery's defaults (no events, early acks, prefetch 4) "
             f"{defaults_stage:.2f} ms/stage; engine / it {engine_stage / defaults_stage:.2f}",
+            f"    the floor: that shaped chain's tasks making only the two round trips a stage "
+            f"must make, as the engine makes them, and nothing else: {floor_stage:.2f} ms/stage, "
+            f"{floor_stage / bare_stage:.2f}x the bare chain, {floor_stage / shaped_stage:.2f}x "
+            f"the shaped one; the engine / the floor {engine_stage / floor_stage:.2f}",
             f"  totals at {STAGES} stages (fixed costs included):",
             f"    engine      {engine_ms:8.1f} ms  (submit, admission, coordinator start and "
             f"finish included)",
