@@ -511,16 +511,17 @@ def main() -> None:
             chain(*tasks).apply_async().get(timeout=60, interval=0.002)
             return time.perf_counter() - started
 
-        def shaped_tasks(task: Any, n: int) -> list[Any]:
+        def shaped_tasks(task: Any, n: int, run: tuple[str, str] | None = None) -> list[Any]:
             """``n - 1`` signatures of ``task`` whose messages are shaped like the engine's:
-            a stage's kwargs, its priority and time limits, immutable, no result."""
+            a stage's kwargs, its priority and time limits, immutable, no result; ``run``:
+            the execution id and launch they name (random ones by default)."""
             return [
                 task.signature(
                     kwargs={
-                        "execution_id": f"exec_{uuid.uuid4().hex[:20]}",
+                        "execution_id": run[0] if run else f"exec_{uuid.uuid4().hex[:20]}",
                         "stage_id": f"s{i}",
                         "deps": [f"s{i - 1}"] if i else [],
-                        "launch": uuid.uuid4().hex[:12],
+                        "launch": run[1] if run else uuid.uuid4().hex[:12],
                     },
                     immutable=True,
                     ignore_result=True,
@@ -572,22 +573,7 @@ def main() -> None:
             fresh scratch copy of a measured run."""
             scratch = f"exec_floor{uuid.uuid4().hex[:16]}"
             RunState(runtime.redis).create(scratch, *model)
-            tasks = [
-                floor.signature(
-                    kwargs={
-                        "execution_id": scratch,
-                        "stage_id": f"s{i}",
-                        "deps": [f"s{i - 1}"] if i else [],
-                        "launch": model[0].get("launch"),
-                    },
-                    immutable=True,
-                    ignore_result=True,
-                    soft_time_limit=300,
-                    time_limit=330,
-                    priority=3,
-                )
-                for i in range(n - 1)
-            ]
+            tasks = shaped_tasks(floor, n, (scratch, str(model[0].get("launch"))))
             time.sleep(SETTLE_S)
             started = time.perf_counter()
             chain(*tasks, noop.s()).apply_async().get(timeout=60, interval=0.002)
