@@ -15,6 +15,7 @@ from celery import Celery
 from orchestrator import logs
 from orchestrator.broker import MAX_STAGE_TIMEOUT_S, make_app
 from orchestrator.engine import tasks
+from orchestrator.errors import OrchestratorError
 from orchestrator.sdk import load_worker_modules
 from orchestrator.settings import Settings
 
@@ -74,6 +75,11 @@ def __getattr__(name: str) -> Celery:
     global _app
     if name in {"app", "celery"}:
         if _app is None:
-            _app = create_celery_app(Settings.from_env())
+            try:
+                _app = create_celery_app(Settings.from_env())
+            except OrchestratorError as error:
+                # ``celery -A`` would print "Unable to load celery application" and a
+                # traceback; a bad setting or config file deserves the one line that names it.
+                raise SystemExit(f"error: {error}") from error
         return _app
     raise AttributeError(name)

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from orchestrator.errors import ValidationFailed
+from orchestrator.errors import ConfigError, ValidationFailed
 
 if TYPE_CHECKING:
     from orchestrator.settings import Settings
@@ -224,7 +224,17 @@ def load_worker_modules(modules: tuple[str, ...]) -> Registry:
     import pkgutil
 
     for module_name in modules:
-        module = importlib.import_module(module_name)
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as error:
+            missing = error.name or ""
+            if module_name != missing and not module_name.startswith(missing + "."):
+                raise  # the module exists; something it imports is missing: its traceback
+            raise ConfigError(
+                "ORCH_WORKER_MODULES",
+                f"no module named {module_name!r} (is its package installed, or its "
+                "directory on PYTHONPATH?)",
+            ) from error
         if hasattr(module, "__path__"):
             for info in pkgutil.iter_modules(module.__path__, module_name + "."):
                 if info.name.rpartition(".")[2] not in NOT_LOADED_BY_PACKAGE:

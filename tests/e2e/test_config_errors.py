@@ -51,3 +51,47 @@ def test_unreachable_database_is_one_line(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ORCH_DATABASE_URL: "), result.stderr
+
+
+def _bare_celery_worker(**env: str) -> subprocess.CompletedProcess[str]:
+    """``celery -A orchestrator.celery_app worker``, as any Celery user starts one."""
+    import os
+    import sys
+
+    from tests.live import ROOT
+
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("ORCH_")}
+    environment.update(env)
+    return subprocess.run(
+        [sys.executable, "-m", "celery", "-A", "orchestrator.celery_app", "worker", "-c", "1"],
+        cwd=ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_bare_celery_worker_names_a_bad_resources_file(tmp_path: Path) -> None:
+    pool = tmp_path / "resources.yaml"
+    pool.write_text("resources:\n  llm_tokens:\n    daily_quota: -5\n")
+    result = _bare_celery_worker(ORCH_RESOURCES_FILE=str(pool))
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"error: {pool}: resources.llm_tokens.daily_quota: Extra inputs are not permitted"
+    ]
+
+
+@pytest.mark.parametrize("command", ["bare celery", "orchestrator worker"])
+def test_a_worker_module_that_does_not_exist_is_named(command: str) -> None:
+    env = {"ORCH_WORKER_MODULES": "workers,no_such_workers.pkg"}
+    if command == "bare celery":
+        result = _bare_celery_worker(**env)
+    else:
+        result = _run(["worker", "--type", "echo"], **env)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ORCH_WORKER_MODULES: no module named 'no_such_workers.pkg'")
