@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from orchestrator.core.predictor import LEVELS, Model, Quantiles, param_features
+from orchestrator.core.predictor import IN_ITEMS, LEVELS, Model, Quantiles, param_features
 from orchestrator.core.templates import BoundStage
 
 #: Without history a template's hint is the median and the interval spans this factor
@@ -174,7 +174,7 @@ def stage_features(
     for resource in stage.resources:
         features[f"uses:{resource}"] = 0.0 if resource in unusable else 1.0
     if in_items is not None:
-        features["in_items"] = math.log1p(max(0.0, in_items))
+        features[IN_ITEMS] = math.log1p(max(0.0, in_items))
     return features
 
 
@@ -304,9 +304,20 @@ def _stage_time(
 ) -> tuple[np.ndarray, str]:
     """The stage's time at p10, p50, p90: learned, else the template's hint, widely."""
     if models.time is not None:
-        return models.time.at(features, LEVELS), "history"
+        return np.minimum(models.time.at(features, LEVELS), longest_ms(stage)), "history"
     hint = float(stage.estimate.time_ms)
     return np.array([hint / HINT_SPREAD, hint, hint * HINT_SPREAD]), "template hint"
+
+
+def longest_ms(stage: BoundStage) -> float:
+    """The longest a stage can take: each of its attempts cut at its timeout, with the
+    longest wait between them. No learned time is stated beyond it."""
+    retry = stage.retry
+    waits = sum(
+        min(retry.max_backoff_s, retry.backoff_s * retry.factor ** (attempt - 1))
+        for attempt in range(1, retry.max_attempts)
+    )
+    return (stage.timeout_s * retry.max_attempts + waits) * 1000.0
 
 
 def _stage_cost(
@@ -342,8 +353,9 @@ def _overhead(stages: Sequence[BoundStage], model: Model | None) -> np.ndarray:
 
 
 def overhead_features(hops: int, stages: int) -> dict[str, float]:
-    """What the engine's own time per run depends on: dispatches in a row, stages in all."""
-    return {"hops": float(hops), "stages": float(stages)}
+    """What the engine's own time per run depends on: dispatches in a row, stages in all
+    (and their logarithms, so a run larger than any seen follows their power law)."""
+    return param_features({"hops": hops, "stages": stages})
 
 
 def _method(stage: BoundStage, unusable: Set[str], needs: Mapping[str, str]) -> str | None:

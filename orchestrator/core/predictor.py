@@ -33,6 +33,15 @@ PRIOR_SPREAD = math.log(4.0)
 _Z90 = 1.2815515655446004
 #: The levels an estimate states: p10, p50, p90.
 LEVELS = np.array([0.1, 0.5, 0.9])
+#: The feature that counts the items flowing into a stage (its logarithm).
+IN_ITEMS = "in_items"
+
+
+def extrapolates(name: str) -> bool:
+    """Whether a feature may go beyond the values training saw: a logarithm of a size does
+    (the prediction follows a power law of the size); any other is held within the range
+    seen, since a linear term on the log scale grows exponentially once outside it."""
+    return name.endswith("#log") or name == IN_ITEMS
 
 
 @dataclass(frozen=True)
@@ -65,17 +74,27 @@ class Model:
     rows: int
     #: Feature names that are categories (``key=value``): one unseen at prediction widens.
     categories: list[str] = field(default_factory=list)
+    #: The range of each feature in training (empty in models fitted before it was kept):
+    #: a value outside it widens the interval, and is held to it unless it ``extrapolates``.
+    lows: list[float] = field(default_factory=list)
+    highs: list[float] = field(default_factory=list)
 
     # -- prediction --------------------------------------------------------------------------
 
     def center(self, features: Mapping[str, float]) -> tuple[float, float]:
-        """The log-scale prediction, and 2 when a category is one training never saw (its
-        interval is twice as wide), else 1."""
+        """The log-scale prediction, and 2 when a category or a value is one training never
+        saw (its interval is twice as wide), else 1."""
         x = np.array([_number(features.get(n)) for n in self.names], dtype=float)
+        outside = False
+        if self.lows and len(self.lows) == len(self.names):
+            lows, highs = np.array(self.lows), np.array(self.highs)
+            outside = bool(np.any((x < lows) | (x > highs)))
+            held = np.array([not extrapolates(n) for n in self.names], dtype=bool)
+            x = np.where(held, np.clip(x, lows, highs), x)
         z = (x - np.array(self.means)) / np.array(self.scales) if self.names else x
         center = self.intercept + float(np.dot(self.coef, z)) if self.names else self.intercept
         keys = {name.split("=", 1)[0] for name in self.categories}
-        novel = any(
+        novel = outside or any(
             "=" in f and f.split("=", 1)[0] in keys and f not in self.categories
             for f, v in features.items()
             if v
@@ -143,6 +162,8 @@ def fit(rows: Sequence[tuple[Mapping[str, float], float]]) -> Model | None:
         residuals=sorted(residuals.tolist()),
         rows=len(rows),
         categories=categories,
+        lows=x.min(axis=0).tolist(),
+        highs=x.max(axis=0).tolist(),
     )
 
 

@@ -293,7 +293,7 @@ def _training_features(
     features = {k: float(v) for k, v in recorded_features.items() if isinstance(v, int | float)}
     if any(u is not None for u in upstream):
         total = sum(u for u in upstream if u is not None)
-        features["in_items"] = math.log1p(max(0.0, total))
+        features[predictor.IN_ITEMS] = math.log1p(max(0.0, total))
     return features
 
 

@@ -21,6 +21,7 @@ from orchestrator.core.estimator import (
     Coverage,
     Knowledge,
     estimate,
+    overhead_features,
     remaining_ms,
     stage_features,
     topological,
@@ -106,6 +107,45 @@ def test_a_value_never_seen_widens_the_interval() -> None:
     assert novel.p90 / novel.p10 > seen.p90 / seen.p10
 
 
+def rows_where_the_time_is_noise(count: int, seed: int = 2):
+    """A stage that takes about 1 ms whatever ``n`` is (1 to 1,000), with the jitter a real
+    one has: a straight line on the log scale through that noise must not be extrapolated."""
+    rng = random.Random(seed)
+    return [
+        (stage_features(stages(n=n)[0], frozenset(), None), rng.uniform(0.5, 3.0))
+        for n in [rng.choice([1, 10, 100, 1000]) for _ in range(count)]
+    ]
+
+
+@pytest.mark.parametrize("n", [3_000, 30_000, 10**9])
+def test_a_value_far_beyond_training_gives_a_bounded_estimate(n: int) -> None:
+    model = predictor.fit(rows_where_the_time_is_noise(80))
+    assert model is not None and model.names
+    within = model.quantiles(stage_features(stages(n=1000)[0], frozenset(), None))
+    beyond = model.quantiles(stage_features(stages(n=n)[0], frozenset(), None))
+    assert beyond.p50 < 10 * max(within.p50, 1.0)  # not 7 days, not 5e21 ms
+    assert beyond.p90 / max(beyond.p10, 1e-9) > within.p90 / max(within.p10, 1e-9)  # wider
+
+
+def test_a_size_beyond_training_follows_its_power_law() -> None:
+    model = predictor.fit(rows_where_time_grows_with_n(60))  # 50 ms per n, n in 1..20
+    assert model is not None
+    q = model.quantiles(stage_features(stages(n=200)[0], frozenset(), None))
+    assert q.p10 < 50 * 200 < q.p90 * 3  # about ten times n=20, not held at n=20
+
+
+def test_no_learned_time_goes_beyond_what_the_timeout_allows() -> None:
+    slow = [({"n": float(n)}, 1e12) for n in range(1, 20)]  # history says: forever
+    model = predictor.fit(slow)
+    timed = dict(TEMPLATE, stages=[dict(TEMPLATE["stages"][0], timeout_s=2,  # type: ignore[index]
+                                        retry={"max_attempts": 2, "backoff_s": 1})])  # fmt: skip
+    bound = bind(parse_template(timed), {})
+    result = estimate(bound, Knowledge({("w", "x"): ActionModels(time=model)}))
+    longest = (2 * 2 + 1) * 1000  # two attempts of 2 s, one wait of 1 s
+    assert result.breakdown[0].time.p90 == longest
+    assert result.time.p90 < longest + 10_000  # the run: that, plus the engine's overhead
+
+
 @pytest.mark.parametrize(
     "rows",
     [
@@ -151,3 +191,15 @@ def test_what_is_left_follows_what_ended() -> None:
     backwards = dict(reversed(deps.items()))  # not topological: sorted first, same answers
     assert remaining_ms(backwards, p50, {"a"}, {"b": 300}) == 250
     assert list(topological(backwards)) in (["a", "b", "c", "d"], ["a", "c", "b", "d"])
+
+
+def test_the_overhead_of_a_run_larger_than_any_seen_grows_with_it() -> None:
+    rng = random.Random(3)
+    rows = []
+    for _ in range(40):
+        hops = rng.randint(1, 10)
+        rows.append((overhead_features(hops, hops), 5.0 * hops * rng.uniform(0.9, 1.1)))
+    model = predictor.fit(rows)
+    assert model is not None
+    q = model.quantiles(overhead_features(100, 100))
+    assert q.p10 < 5.0 * 100 < q.p90 * 3  # about ten times the largest run seen
