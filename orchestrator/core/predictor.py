@@ -33,6 +33,9 @@ PRIOR_SPREAD = math.log(4.0)
 _Z90 = 1.2815515655446004
 #: The levels an estimate states: p10, p50, p90.
 LEVELS = np.array([0.1, 0.5, 0.9])
+#: The largest figure any model states (1e12: ms, units), on the log scale: whatever a model
+#: learned, what it predicts fits a 64-bit integer column.
+_LOG_CAP = math.log1p(1e12)
 #: The feature that counts the items flowing into a stage (its logarithm).
 IN_ITEMS = "in_items"
 
@@ -115,7 +118,7 @@ class Model:
         offsets = np.quantile(res, stretched) - mid
         prior = self.floor() * _normal_quantile(levels) / _Z90
         offsets = np.where(np.abs(prior) > np.abs(offsets), prior, offsets)
-        return np.maximum(0.0, np.expm1(np.minimum(center + mid + offsets * widen, 50.0)))
+        return np.maximum(0.0, np.expm1(np.minimum(center + mid + offsets * widen, _LOG_CAP)))
 
     def quantiles(self, features: Mapping[str, float]) -> Quantiles:
         p10, p50, p90 = self.at(features, LEVELS)
