@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from contextlib import suppress
@@ -24,11 +25,13 @@ from orchestrator.api.models import (
     ExecutionPath,
     ExecutionsQuery,
 )
+from orchestrator.api.stream_hub import FINAL_PREFIX, entry_position, sse_frame
 from orchestrator.auth import Scope
-from orchestrator.constants import Priority
+from orchestrator.constants import ExecutionStatus, Priority
 from orchestrator.db import PipelineExecution
 from orchestrator.engine import coordinator
 from orchestrator.engine.estimates import estimate_run
+from orchestrator.engine.events import final_event, stream_key
 from orchestrator.engine.execution_view import deliverables as deliverables_of
 from orchestrator.engine.execution_view import describe, serialize
 from orchestrator.engine.recovery import resume as resume_execution
@@ -41,6 +44,8 @@ api = APIBlueprint(
 
 #: Seconds between SSE comments on an idle stream, so proxies keep it open.
 HEARTBEAT_S = 15
+#: The id of the final event made from a run's row when its events have expired.
+EXPIRED_FINAL_ID = "0-1"
 #: A Redis stream entry id (what SSE ids are): milliseconds and a sequence, each 64-bit.
 EVENT_ID = re.compile(r"(\d{1,20})(?:-(\d{1,20}))?")
 
@@ -89,6 +94,34 @@ def _cursor(value: str | None) -> str | None:
             details={"header": "Last-Event-ID"},
         )
     return value.strip()
+
+
+def _said_all(execution_id: str, cursor: str | None) -> Response | None:
+    """The answer for a stream with nothing more to say, or None while the run may still say
+    something past ``cursor``: 204 (which tells an EventSource to stop reconnecting) when
+    its final event is at or before the cursor; the final event alone, made from the run's
+    row, when the run ended so long ago that its events expired."""
+    tail: Any = runtime().redis.xrevrange(stream_key(execution_id), count=1)
+    if tail:
+        raw_id, fields = tail[0]
+        entry_id = raw_id.decode() if isinstance(raw_id, bytes) else raw_id
+        data = fields.get(b"data", fields.get("data", b""))
+        final = (data.decode() if isinstance(data, bytes) else data).startswith(FINAL_PREFIX)
+        past = cursor is not None and entry_position(entry_id) <= entry_position(cursor)
+        return Response(status=204) if final and past else None
+    execution = coordinator.load(runtime(), execution_id, stages=False)
+    if not ExecutionStatus(execution.status).terminal:
+        return None
+    if cursor is not None:
+        return Response(status=204)
+    event = final_event(
+        execution.status,
+        execution.error or execution.status,
+        execution.total_cost_usd or 0.0,
+        execution.total_time_ms,
+    )
+    frame = sse_frame(EXPIRED_FINAL_ID, "final", json.dumps(event, default=str))
+    return Response(f"retry: 2000\n\n{frame}", mimetype="text/event-stream")
 
 
 @api.post("/estimate", responses={200: EstimateOut})
@@ -200,6 +233,9 @@ def progress(path: ExecutionPath) -> Response:
     hub = current_app.extensions["stream_hub"]
     last = _cursor(request.headers.get("Last-Event-ID") or request.args.get("last_event_id"))
     subscription = hub.subscribe(path.execution_id, last)
+    if subscription.queue.empty() and (ended := _said_all(path.execution_id, last)) is not None:
+        hub.unsubscribe(subscription)
+        return ended
 
     def stream() -> Iterator[str]:
         try:

@@ -42,7 +42,8 @@ def sse_frame(event_id: str, kind: str, data: str) -> str:
     return f"id: {event_id}\nevent: {kind}\ndata: {data}\n\n"
 
 
-def _id_tuple(entry_id: str) -> tuple[int, int]:
+def entry_position(entry_id: str) -> tuple[int, int]:
+    """A stream entry's id (``<ms>-<seq>``) as a tuple that compares as the ids do."""
     ms, _, seq = entry_id.partition("-")
     return int(ms), int(seq or 0)
 
@@ -58,7 +59,7 @@ class Subscription:
     position: tuple[int, int] = (0, 0)
 
     def __post_init__(self) -> None:
-        self.position = _id_tuple(self.cursor)
+        self.position = entry_position(self.cursor)
 
 
 class StreamHub:
@@ -164,7 +165,7 @@ class StreamHub:
         # Only subscribers whose cursor this read started at or before see its entries; one
         # that joined meanwhile with an older cursor is served by the next read, from its own
         # cursor, so it never skips the gap between the two.
-        start = _id_tuple(read_from)
+        start = entry_position(read_from)
         with self._lock:
             subs = [s for s in self._subs.get(execution_id, ()) if s.position >= start]
         frames = _frames(entries)
@@ -185,15 +186,18 @@ def _frames(entries: list[Any]) -> list[Frame]:
         data = data.decode() if isinstance(data, bytes) else data
         final = data.startswith(FINAL_PREFIX)
         frame = sse_frame(entry_id, "final" if final else "progress", data)
-        frames.append((_id_tuple(entry_id), entry_id, frame, final))
+        frames.append((entry_position(entry_id), entry_id, frame, final))
     return frames
 
 
 def _hand(sub: Subscription, frames: list[Frame]) -> None:
-    """Queue for ``sub`` the frames past its cursor, and the end after a final one."""
+    """Queue for ``sub`` the frames past its cursor, and the end after a final one (also a
+    final one at or before its cursor: the subscriber saw it, or claims to, and nothing of
+    the run comes after it)."""
     for position, entry_id, frame, final in frames:
         if position > sub.position:
             sub.cursor, sub.position = entry_id, position
             sub.queue.put(frame)
-            if final:
-                sub.queue.put(None)
+        if final:
+            sub.queue.put(None)
+            return

@@ -10,6 +10,8 @@ from typing import Any
 import httpx
 import pytest
 
+from orchestrator.engine.events import stream_key
+from orchestrator.runtime import Runtime
 from tests.e2e.conftest import Api
 
 
@@ -327,3 +329,29 @@ def test_two_hundred_subscribers_each_get_every_event_and_reconnects_lose_nothin
     cut = reference[4]
     rest = sse_events(api_server, started["execution_id"], last_event_id=cut)
     assert [event_id for event_id, _ in rest] == reference[5:]
+
+
+
+def test_a_stream_with_nothing_more_to_say_ends(api_server: Api, runtime: Runtime) -> None:
+    """A reconnect after the final event (or past it) is 204, which stops an EventSource
+    from reconnecting; a run whose events expired still ends its stream, with its row's
+    final event."""
+    started = execute(api_server, "slow", {"seconds": 0})
+    events = sse_events(api_server, started["execution_id"])
+    final_id, final = events[-1]
+    assert final["type"] == "final"
+    auth = {"Authorization": f"Bearer {api_server.keys['client']}"}
+    for cursor in (final_id, "99999999999999-0"):
+        response = httpx.get(
+            f"{api_server.url}/progress/{started['execution_id']}",
+            headers={**auth, "Last-Event-ID": cursor},
+            timeout=10,
+        )
+        assert response.status_code == 204, (cursor, response.text)
+    runtime.redis.delete(stream_key(started["execution_id"]))  # as after its 7 days
+    expired = sse_events(api_server, started["execution_id"])
+    assert len(expired) == 1
+    assert {k: expired[0][1][k] for k in ("type", "status")} == {
+        "type": "final",
+        "status": "completed",
+    }
