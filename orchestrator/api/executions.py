@@ -14,6 +14,7 @@ from flask import Response, current_app, g, request, stream_with_context
 from flask_openapi3 import APIBlueprint, Tag
 from sqlalchemy import func, select
 
+from orchestrator.api.body import parse_json
 from orchestrator.api.models import (
     DeliverablesOut,
     EstimateBody,
@@ -35,7 +36,7 @@ from orchestrator.engine.events import final_event, stream_key
 from orchestrator.engine.execution_view import deliverables as deliverables_of
 from orchestrator.engine.execution_view import describe, serialize
 from orchestrator.engine.recovery import resume as resume_execution
-from orchestrator.errors import BadRequest, Conflict, NotFound
+from orchestrator.errors import BadRequest, Conflict, NotFound, ValidationFailed
 from orchestrator.runtime import Runtime
 
 api = APIBlueprint(
@@ -196,10 +197,20 @@ def get_execution(path: ExecutionPath) -> dict[str, Any]:
     return for_principal(describe(runtime(), path.execution_id))
 
 
+def _takes_no_body(action: str, why: str = "") -> None:
+    """422 for a body with anything in it: an action that takes none must not look as if it
+    had honoured one (``{}`` and no body are the same)."""
+    raw = request.get_data(cache=True)
+    if raw and parse_json(raw) not in ({}, None):
+        reason = f": {why}" if why else ""
+        raise ValidationFailed(f"body: {action} takes no body{reason}", details={"where": "body"})
+
+
 @api.post("/executions/<execution_id>/cancel", responses={200: ExecutionOut})
 def cancel(path: ExecutionPath) -> dict[str, Any]:
     """Stop the run: revoke what runs, release every reservation."""
     g.principal.require(Scope.CLIENT)
+    _takes_no_body("cancel")
     check_owned(path.execution_id)
     coordinator.cancel(runtime(), path.execution_id)
     return describe(runtime(), path.execution_id)
@@ -209,6 +220,9 @@ def cancel(path: ExecutionPath) -> dict[str, Any]:
 def resume(path: ExecutionPath) -> tuple[dict[str, Any], int]:
     """Rerun a failed or cancelled execution from its last good checkpoints."""
     g.principal.require(Scope.CLIENT)
+    _takes_no_body(
+        "resume", "it reruns the run with its own parameters; to change them, execute a new run"
+    )
     check_owned(path.execution_id)
     resume_execution(runtime(), path.execution_id)
     return serialize(coordinator.load(runtime(), path.execution_id)), 202

@@ -161,7 +161,15 @@ def test_cancel_releases_everything_and_twice_is_a_conflict(api_server: Api) -> 
     started = execute(api_server, "slow", {"seconds": 4})
     first = sse_events(api_server, started["execution_id"], stop_after=3)
     assert first
-    cancelled = api_server.call("POST", f"/executions/{started['execution_id']}/cancel")
+    for action in ("cancel", "resume"):  # a body they would ignore is refused, not dropped
+        ignored = api_server.call(
+            "POST",
+            f"/executions/{started['execution_id']}/{action}",
+            json={"parameters": {"seconds": 1}},
+        )
+        assert ignored.status_code == 422, ignored.text
+        assert ignored.json()["error"]["message"].startswith(f"body: {action} takes no body")
+    cancelled = api_server.call("POST", f"/executions/{started['execution_id']}/cancel", json={})
     assert cancelled.status_code == 200 and cancelled.json()["status"] == "cancelled"
     again = api_server.call("POST", f"/executions/{started['execution_id']}/cancel")
     assert again.status_code == 409
@@ -329,7 +337,6 @@ def test_two_hundred_subscribers_each_get_every_event_and_reconnects_lose_nothin
     cut = reference[4]
     rest = sse_events(api_server, started["execution_id"], last_event_id=cut)
     assert [event_id for event_id, _ in rest] == reference[5:]
-
 
 
 def test_a_stream_with_nothing_more_to_say_ends(api_server: Api, runtime: Runtime) -> None:
