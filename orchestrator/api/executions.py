@@ -64,14 +64,24 @@ def check_owned(execution_id: str) -> None:
         raise NotFound(f"execution {execution_id!r} not found")
 
 
+#: What a monitor key reads in place of an error's text.
+HIDDEN_ERROR = "hidden from monitor keys: an error may quote the client's parameters"
+
+
 def for_principal(body: dict[str, Any]) -> dict[str, Any]:
     """An execution as this key may read it: a monitor key sees states, counts and costs,
-    never a client's parameters or where its outputs are (SPEC: scopes)."""
+    never a client's parameters or where its outputs are (SPEC: scopes), nor the text of
+    its errors (a stage's message may quote a parameter); that there was one, it sees."""
     if g.principal.scope is not Scope.MONITOR:
         return body
     body["parameters"] = None
+    body["error"] = HIDDEN_ERROR if body.get("error") else body.get("error")
     for stage in body.get("stages") or ():
         stage["data_reference"] = None
+        stage["error"] = HIDDEN_ERROR if stage.get("error") else stage.get("error")
+        summary = stage.get("summary")
+        if isinstance(summary, dict) and summary.get("errors"):
+            stage["summary"] = {**summary, "errors": [HIDDEN_ERROR] * len(summary["errors"])}
     return body
 
 

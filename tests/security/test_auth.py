@@ -7,6 +7,7 @@ import time
 import uuid
 from pathlib import Path
 
+from orchestrator.api.executions import HIDDEN_ERROR
 from orchestrator.auth import Scope, create_key
 from orchestrator.runtime import Runtime
 from orchestrator.settings import Settings
@@ -104,3 +105,18 @@ def test_a_worker_key_cannot_heartbeat_or_register_a_builtin_worker_type(
     health = {w["worker_name"]: (w["health_status"], w["origin"]) for w in workers}
     assert health["feed_fetcher"][0] != "unhealthy" and health["feed_fetcher"][1] == "internal"
     assert "echo" not in health
+
+
+def test_a_monitor_key_sees_that_a_run_failed_but_not_its_messages(api_server: Api) -> None:
+    secret = f"SECRET-{uuid.uuid4().hex[:8]}"
+    started = execute(api_server, "failing", {"message": secret})
+    run = started["execution_id"]
+    assert sse_events(api_server, run)[-1][1]["status"] == "failed"
+    detail = api_server.call("GET", f"/executions/{run}", key="monitor")
+    listed = api_server.call("GET", "/executions", key="monitor")
+    assert secret not in detail.text and secret not in listed.text
+    body = detail.json()
+    assert body["status"] == "failed" and body["error"] == HIDDEN_ERROR
+    broken = next(s for s in body["stages"] if s["stage"] == "broken")
+    assert broken["status"] == "failed" and broken["error"] == HIDDEN_ERROR
+    assert secret in api_server.call("GET", f"/executions/{run}").text  # its client reads it
