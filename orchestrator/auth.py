@@ -48,6 +48,14 @@ def _hash(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
+#: The longest client id or key label (the database keeps 200 characters).
+MAX_NAME = 200
+
+
+def _fits(value: str) -> bool:
+    return 0 < len(value) <= MAX_NAME and value.isprintable() and value == value.strip()
+
+
 def create_key(
     database: Database, scope: Scope, *, client_id: str | None = None, label: str | None = None
 ) -> str:
@@ -57,6 +65,12 @@ def create_key(
         raise ValidationFailed(
             f"a {scope.value} key needs --client-id (the {scope.value} it speaks for)"
         )
+    for option, value in (("--client-id", client_id), ("--label", label)):
+        if value is not None and not _fits(value):
+            raise ValidationFailed(
+                f"{option} must be 1 to {MAX_NAME} printable characters, without spaces "
+                f"around them (got {len(value)} characters)"
+            )
     key = f"orch_{scope.value}_{secrets.token_urlsafe(32)}"
     with database.session() as session:
         session.add(

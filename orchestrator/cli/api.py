@@ -16,13 +16,13 @@ from orchestrator.settings import Settings
 
 @click.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8000, show_default=True, type=int)
-@click.option("--workers", "processes", default=1, show_default=True, type=int)
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--workers", "processes", default=1, show_default=True, type=click.IntRange(min=1))
 @click.option(
     "--connections",
     default=2000,
     show_default=True,
-    type=int,
+    type=click.IntRange(min=1),
     help="open connections (progress streams) per process",
 )
 @click.pass_obj

@@ -138,7 +138,13 @@ def print_executions(items: list[dict[str, Any]]) -> None:
 
 @click.command()
 @click.argument("execution_id", required=False)
-@click.option("--limit", default=20, show_default=True, help="how many recent executions")
+@click.option(
+    "--limit",
+    default=20,
+    show_default=True,
+    type=click.IntRange(1, 500),
+    help="how many recent executions",
+)
 @json_option
 @with_api_options
 @click.pass_obj
@@ -255,7 +261,13 @@ def estimates() -> None:
 
 @estimates.command()
 @click.option("--template", help="only runs of this template")
-@click.option("--last", default=100, show_default=True, help="how many recent runs")
+@click.option(
+    "--last",
+    default=100,
+    show_default=True,
+    type=click.IntRange(1, 10_000),
+    help="how many recent runs",
+)
 @click.option("--json", "as_json", is_flag=True, help="the figures as JSON")
 @click.pass_obj
 def accuracy(settings: Settings, template: str | None, last: int, as_json: bool) -> None:

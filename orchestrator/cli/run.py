@@ -84,7 +84,12 @@ def print_local_summary(console: Console, runtime: Any, execution_id: str) -> No
 @click.option("-p", "--param", "params", multiple=True, help="key=value (repeatable)")
 @click.option("--priority", type=click.Choice([p.value for p in Priority]), default="normal")
 @click.option("--request-id", default=None, help="idempotency key: the same id, the same run")
-@click.option("--timeout", default=3600.0, help="seconds to follow before giving up")
+@click.option(
+    "--timeout",
+    default=3600.0,
+    type=click.FloatRange(min=0, min_open=True),
+    help="seconds to follow before giving up",
+)
 @json_option
 @with_api_options
 @click.pass_obj

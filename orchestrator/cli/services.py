@@ -23,7 +23,7 @@ def migrate(settings: Settings) -> None:
 
 @click.command()
 @click.option("--type", "worker_type", required=True, help="worker type, or 'coordinator'")
-@click.option("--concurrency", "-c", type=int, default=None)
+@click.option("--concurrency", "-c", type=click.IntRange(min=1), default=None)
 @click.option("--loglevel", "-l", default="INFO")
 @click.pass_obj
 def worker(settings: Settings, worker_type: str, concurrency: int | None, loglevel: str) -> None:
@@ -72,7 +72,9 @@ def beat(settings: Settings, loglevel: str, check: bool) -> None:
 
 
 @click.command()
-@click.option("--concurrency", "-c", type=int, default=1, help="processes per worker type")
+@click.option(
+    "--concurrency", "-c", type=click.IntRange(min=1), default=1, help="processes per worker type"
+)
 @click.option(
     "--beat/--no-beat",
     default=True,

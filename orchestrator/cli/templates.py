@@ -99,7 +99,9 @@ def push(
 
 @templates.command()
 @click.argument("name")
-@click.option("--version", "version", type=int, default=None, help="a given version")
+@click.option(
+    "--version", "version", type=click.IntRange(min=1), default=None, help="a given version"
+)
 @with_api_options
 @click.pass_obj
 def export(

@@ -95,3 +95,37 @@ def test_a_worker_module_that_does_not_exist_is_named(command: str) -> None:
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("error: ORCH_WORKER_MODULES: no module named 'no_such_workers.pkg'")
+
+
+@pytest.mark.parametrize(
+    ("args", "option"),
+    [
+        (["api", "--port", "99999"], "--port"),
+        (["api", "--workers", "0"], "--workers"),
+        (["estimates", "accuracy", "--last", "-5"], "--last"),
+        (["estimates", "accuracy", "--last", "0"], "--last"),
+        (["status", "--limit", "0"], "--limit"),
+        (["worker", "--type", "echo", "-c", "0"], "--concurrency"),
+        (["templates", "export", "x", "--version", "0"], "--version"),
+        (["run", "x", "--timeout", "-1"], "--timeout"),
+    ],
+)
+def test_an_option_out_of_range_is_refused_by_name(args: list[str], option: str) -> None:
+    result = _run(args)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert f"Invalid value for '{option}'" in result.stderr or option in result.stderr
+
+
+def test_a_client_id_too_long_for_the_database_is_refused(tmp_path: Path) -> None:
+    database = f"sqlite:///{tmp_path / 'keys.db'}"
+    assert _run(["migrate"], ORCH_DATABASE_URL=database).returncode == 0
+    result = _run(
+        ["keys", "create", "--scope", "client", "--client-id", "x" * 5000],
+        ORCH_DATABASE_URL=database,
+    )
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip() == (
+        "error: --client-id must be 1 to 200 printable characters, without spaces around "
+        "them (got 5000 characters)"
+    )
