@@ -38,7 +38,10 @@ class Principal:
     def require(self, *scopes: Scope) -> None:
         if self.scope is not Scope.ADMIN and self.scope not in scopes:
             wanted = " or ".join(s.value for s in scopes)
-            raise Forbidden(f"this endpoint needs a {wanted} key; this key is {self.scope.value}")
+            article = "an" if wanted[0] in "aeiou" else "a"
+            raise Forbidden(
+                f"this endpoint needs {article} {wanted} key; this key is {self.scope.value}"
+            )
 
     def sees_everything(self) -> bool:
         return self.scope in {Scope.ADMIN, Scope.MONITOR}

@@ -18,6 +18,7 @@ from orchestrator.api.body import parse_json
 from orchestrator.api.metrics import ApiMetrics
 from orchestrator.api.stream_hub import StreamHub
 from orchestrator.auth import authenticate
+from orchestrator.errors import BadRequest, ValidationFailed
 from orchestrator.runtime import Runtime
 from orchestrator.settings import Settings
 
@@ -73,7 +74,14 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> OpenAPI:
         if request.method in {"POST", "PUT", "PATCH"}:
             raw = request.get_data(cache=True)
             if raw:
-                parse_json(raw)
+                if not request.is_json:  # else the body would be read as missing
+                    raise BadRequest(
+                        "send the body as JSON with Content-Type: application/json "
+                        f"(got {request.content_type or 'no Content-Type'})",
+                        details={"header": "Content-Type"},
+                    )
+                if not isinstance(parse_json(raw), dict):
+                    raise ValidationFailed("body: must be a JSON object", details={"where": "body"})
 
     @app.after_request
     def _observe(response: Response) -> Response:

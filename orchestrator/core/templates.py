@@ -39,7 +39,7 @@ PYTHON_TYPES: dict[str, tuple[type, ...]] = {
 
 class _Strict(BaseModel):
     # NaN and infinities would be accepted here and then break every JSON that carries them.
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, strict=True)
 
 
 class Parameter(_Strict):

@@ -146,3 +146,29 @@ def test_yaml_aliases_are_refused_before_anything_expands(api_server: Api) -> No
 def test_template_files_refuse_aliases_too() -> None:
     with pytest.raises(ValidationFailed, match=r"bomb.yaml:8: .*aliases \(\*a\)"):
         parse_yaml(BOMB, source="bomb.yaml")
+
+
+@pytest.mark.parametrize("content_type", [None, "text/plain", "application/x-www-form-urlencoded"])
+def test_json_sent_as_another_content_type_is_400_naming_the_header(
+    api_server: Api, content_type: str | None
+) -> None:
+    headers = {"Content-Type": content_type} if content_type else {}
+    body = b'{"template_name": "linear5", "parameters": {}}'
+    response = api_server.call("POST", "/estimate", content=body, headers=headers)
+    error = _error(response, 400)
+    assert error["message"].startswith("send the body as JSON with Content-Type: application/json")
+    assert error["details"] == {"header": "Content-Type"}
+
+
+@pytest.mark.parametrize("body", [b'"hello"', b"[1, 2]", b"42", b"null"])
+def test_a_body_that_is_not_a_json_object_is_422(api_server: Api, body: bytes) -> None:
+    error = _error(api_server.call("POST", "/estimate", content=body, headers=JSON), 422)
+    assert error["message"] == "body: must be a JSON object"
+
+
+def test_a_boolean_is_no_number_in_a_template(api_server: Api) -> None:
+    name = f"bool_{uuid.uuid4().hex[:8]}"
+    for field in ({"shards": True}, {"timeout_s": True}):
+        definition = {"name": name, "stages": [_stage(0, **field)]}
+        error = _error(_put(api_server, name, json={"definition": definition}), 422)
+        assert error["message"].startswith(f"stages[0].{next(iter(field))}")
