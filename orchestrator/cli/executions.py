@@ -7,6 +7,7 @@ process; with ``--api URL --key KEY`` (or ``ORCH_API_URL``) they go through
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import click
@@ -14,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from orchestrator import template_registry
-from orchestrator.cli.remote import api_client, echo_json, json_option, with_api_options
+from orchestrator.cli.remote import F, api_client, echo_json, json_option, with_api_options
 from orchestrator.cli.run import parse_params, print_summary
 from orchestrator.client import Client
 from orchestrator.settings import Settings
@@ -136,15 +137,16 @@ def print_executions(items: list[dict[str, Any]]) -> None:
     Console().print(table)
 
 
+def _how_many(option: str, default: int, most: int, what: str) -> Callable[[F], F]:
+    """A count option: 1 to ``most`` (what the API allows), refused by name otherwise."""
+    return click.option(
+        option, default=default, show_default=True, type=click.IntRange(1, most), help=what
+    )
+
+
 @click.command()
 @click.argument("execution_id", required=False)
-@click.option(
-    "--limit",
-    default=20,
-    show_default=True,
-    type=click.IntRange(1, 500),
-    help="how many recent executions",
-)
+@_how_many("--limit", 20, 500, "how many recent executions")
 @json_option
 @with_api_options
 @click.pass_obj
@@ -261,13 +263,7 @@ def estimates() -> None:
 
 @estimates.command()
 @click.option("--template", help="only runs of this template")
-@click.option(
-    "--last",
-    default=100,
-    show_default=True,
-    type=click.IntRange(1, 10_000),
-    help="how many recent runs",
-)
+@_how_many("--last", 100, 10_000, "how many recent runs")
 @click.option("--json", "as_json", is_flag=True, help="the figures as JSON")
 @click.pass_obj
 def accuracy(settings: Settings, template: str | None, last: int, as_json: bool) -> None:
