@@ -251,10 +251,18 @@ class Admission:
 
     # -- capacity ------------------------------------------------------------------------
 
-    def acquire_slot(self, worker_type: str, holder: str, *, client: Any = None) -> bool:
-        """Take a capacity slot; with ``client`` (a pipeline) the call is only queued on it."""
+    def acquire_slot(
+        self, worker_type: str, holder: str, *, client: Any = None, rank: int | None = None
+    ) -> bool:
+        """Take a capacity slot; with ``client`` (a pipeline) the call is only queued on it.
+
+        With ``rank`` (its run's ``PRIORITY_RANK``), stages waiting for a slot of the type go
+        by priority and age, as runs waiting for admission do (``slot.lua``); a waiter that
+        stops asking loses its place after a lease period."""
         limit = self.pool.workers.max_for(worker_type)
         args: list[Any] = [self.prefix, worker_type, holder, limit, self.lease_ttl_ms]
+        if rank is not None:
+            args += [rank * int(self.pool.admission.aging_period_s * 1000), self.lease_ttl_ms]
         if client is not None:
             # A bare EVALSHA: redis-py would add a SCRIPT EXISTS round trip before every
             # pipeline holding a Script. If Redis lost the script, the pipeline raises

@@ -36,8 +36,11 @@ def build_canvas(
     *,
     priority: int,
     launch: str | None = None,
+    rank: int | None = None,
 ) -> Signature:
-    """The whole run: the plan's canvas, then ``coordinator.finish``."""
+    """The whole run: the plan's canvas, then ``coordinator.finish``. ``priority`` is the
+    messages' broker priority; ``rank`` the run's priority rank, by which its stages wait for
+    a capacity slot."""
     options = {"priority": priority}
 
     def convert(node: Node, feeds_chord: bool = False) -> Signature:
@@ -55,6 +58,7 @@ def build_canvas(
                     "stage_id": node.stage,
                     "deps": spec["depends_on"],
                     "launch": launch,
+                    **({"rank": rank} if rank is not None else {}),
                 },
                 soft_time_limit=spec["timeout_s"],
                 time_limit=spec["timeout_s"] + HARD_LIMIT_GRACE_S,

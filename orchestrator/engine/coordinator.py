@@ -36,6 +36,7 @@ from orchestrator.core.quota import RunNeeds, run_needs
 from orchestrator.core.templates import BoundStage, bind
 from orchestrator.db import PipelineExecution, StageExecution
 from orchestrator.engine import estimates
+from orchestrator.engine.admission import PRIORITY_RANK
 from orchestrator.engine.canvas import build_canvas
 from orchestrator.engine.events import execution_event, final_event
 from orchestrator.engine.run_state import RunMeta, RunState, StageRecord, now_ms
@@ -348,9 +349,15 @@ def _launch(runtime: Runtime, execution: PipelineExecution, bound: list[BoundSta
     plan = make_plan(deps)
     if not plan.exact:
         log.info("execution %s: DAG is not series-parallel; some stages wait longer", execution_id)
-    priority = Priority(execution.priority).celery_priority
+    priority = Priority(execution.priority)
     canvas = build_canvas(
-        runtime.celery, execution_id, plan, specs, priority=priority, launch=token
+        runtime.celery,
+        execution_id,
+        plan,
+        specs,
+        priority=priority.celery_priority,
+        launch=token,
+        rank=PRIORITY_RANK[priority],
     )
     if not _mark_running(runtime, execution_id):
         state.drop(execution_id)  # cancelled since it was loaded: nothing was sent

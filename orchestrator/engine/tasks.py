@@ -50,6 +50,7 @@ def _stage_task(runtime: Runtime) -> Callable[..., Any]:
         deps: list[str] | None = None,
         launch: str | None = None,
         attempt: int = 1,
+        rank: int | None = None,
     ) -> Any:
         outcome = run_stage(
             runtime,
@@ -60,6 +61,7 @@ def _stage_task(runtime: Runtime) -> Callable[..., Any]:
             attempt=attempt,
             task_id=self.request.id,
             launch=launch,
+            rank=rank,
         )
         if outcome.stale:
             raise Ignore()  # a message of an earlier launch: acknowledged, its chain ends here

@@ -14,7 +14,7 @@ import redis
 
 from orchestrator.constants import Priority
 from orchestrator.core.resources import ResourcePool, parse_resources
-from orchestrator.engine.admission import Admission, RunNeeds
+from orchestrator.engine.admission import PRIORITY_RANK, Admission, RunNeeds
 from orchestrator.settings import Settings
 
 #: Fresh interpreters, not forks: a fork of the test process copies the locks its other threads
@@ -212,6 +212,36 @@ def test_capacity_slots_are_leases(redis_client: redis.Redis) -> None:
     time.sleep(1.1)  # past the slot lease: holders that stopped renewing lose their slots
     assert admission.acquire_slot("echo", "d")
     assert admission.snapshot()["worker_capacity"]["echo"]["active"] == 1
+
+
+def test_stages_waiting_for_a_slot_go_by_priority(redis_client: redis.Redis) -> None:
+    admission = Admission(redis_client, pool(), lease_ttl_s=1)
+    high, low = PRIORITY_RANK[Priority.HIGH], PRIORITY_RANK[Priority.LOW]
+    assert admission.acquire_slot("echo", "a", rank=low)
+    assert admission.acquire_slot("echo", "b", rank=low)
+    assert not admission.acquire_slot("echo", "early-low", rank=low)  # full: it waits
+    assert not admission.acquire_slot("echo", "late-high", rank=high)
+    admission.release_slot("echo", "a")
+    # The slot is free, but a high stage waits: the low one asking first does not get it.
+    assert not admission.acquire_slot("echo", "early-low", rank=low)
+    assert not admission.acquire_slot("echo", "new-low", rank=low)
+    assert admission.acquire_slot("echo", "late-high", rank=high)
+    admission.release_slot("echo", "b")
+    assert not admission.acquire_slot("echo", "new-low", rank=low)  # came after early-low
+    assert admission.acquire_slot("echo", "early-low", rank=low)
+    # A waiter that stops asking (its worker died) loses its place after a lease period.
+    assert not admission.acquire_slot("echo", "stale-high", rank=high)  # asks once, then dies
+    admission.release_slot("echo", "late-high")
+    assert not admission.acquire_slot("echo", "new-low", rank=low)  # stale-high is ahead
+    for _ in range(2):  # early-low keeps its slot meanwhile
+        time.sleep(0.6)
+        assert admission.renew_slot("echo", "early-low")
+    assert admission.acquire_slot("echo", "new-low", rank=low)
+    # One that ends without running (its run was cancelled) gives its place back at once.
+    assert not admission.acquire_slot("echo", "gone-high", rank=high)
+    admission.release_slot("echo", "gone-high")
+    admission.release_slot("echo", "new-low")
+    assert admission.acquire_slot("echo", "next-low", rank=low)
 
 
 def test_zero_capacity_worker_type_never_fits(redis_client: redis.Redis) -> None:

@@ -1,4 +1,5 @@
--- Release a capacity slot and count the time it was held as busy time of its worker type.
+-- Release a capacity slot (or a place waiting for one) and count the time it was held as
+-- busy time of its worker type.
 -- ARGV = prefix, worker_type, holder, bucket_ms, keep_buckets. The interval since slot.lua
 -- took the slot is added, cut at bucket edges, to hash P..'busy:'..worker (field: bucket
 -- number = epoch ms // bucket_ms, value: busy ms in it); core/scaling.py reads windows of
@@ -6,6 +7,8 @@
 local worker, holder = ARGV[2], ARGV[3]
 local bucket, keep = tonumber(ARGV[4]), tonumber(ARGV[5])
 redis.call('ZREM', P .. 'slots:' .. worker, holder)
+redis.call('ZREM', P .. 'slot_wait:' .. worker, holder)  -- a waiter that ends without running
+redis.call('ZREM', P .. 'slot_wait_until:' .. worker, holder)
 local starts = P .. 'slot_start:' .. worker
 local start = tonumber(redis.call('HGET', starts, holder))
 if not start then return 0 end

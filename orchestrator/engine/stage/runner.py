@@ -71,11 +71,14 @@ def run_stage(
     attempt: int,
     task_id: str | None,
     launch: str | None = None,
+    rank: int | None = None,
 ) -> Outcome:
     """One attempt of a stage, in its span of the run's trace.
 
     The stage asks for its capacity slot in the round trip that reads its inputs (most
-    stages run, so the second round trip is saved); every path that then does not run
+    stages run, so the second round trip is saved), ranked by its run's priority (``rank``,
+    from its message): stages waiting for a slot go by priority and age. Every path that then
+    does not run
     gives back a slot it took, and only one it took now (``SLOT_TAKEN``), never one the
     current launch of the same stage holds.
     """
@@ -87,11 +90,14 @@ def run_stage(
             execution_id,
             stage_id,
             deps,
-            also=lambda pipe: runtime.admission.acquire_slot(worker, holder, client=pipe),
+            also=lambda pipe: runtime.admission.acquire_slot(
+                worker, holder, client=pipe, rank=rank
+            ),
         )
         slot = int(extra[0])
     except NoScriptError:  # Redis lost its script cache (a restart): load it, ask again
-        slot = SLOT_HELD if runtime.admission.acquire_slot(worker, holder) else SLOT_NONE
+        taken = runtime.admission.acquire_slot(worker, holder, rank=rank)
+        slot = SLOT_HELD if taken else SLOT_NONE
         spec, meta, upstream, record, _ = state.stage_inputs(execution_id, stage_id, deps)
 
     def stale(why: str) -> Outcome:
