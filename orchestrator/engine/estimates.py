@@ -489,9 +489,13 @@ def _stage_accuracy(runs: list[PipelineExecution]) -> dict[str, Any]:
 
 
 def _relative(actual: float, expected: float) -> float:
+    """The error as a fraction of what it cost; a run that cost nothing against a nonzero
+    estimate is 100 % off (a fraction of zero would be a meaningless 1e11 %)."""
     if actual == expected:
         return 0.0
-    return abs(actual - expected) / max(abs(actual), 1e-12)
+    if actual == 0:
+        return 1.0
+    return abs(actual - expected) / abs(actual)
 
 
 def _pct(fraction: float) -> float:

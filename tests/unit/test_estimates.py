@@ -203,3 +203,28 @@ def test_the_overhead_of_a_run_larger_than_any_seen_grows_with_it() -> None:
     assert model is not None
     q = model.quantiles(overhead_features(100, 100))
     assert q.p10 < 5.0 * 100 < q.p90 * 3  # about ten times the largest run seen
+
+
+def test_a_run_that_cost_nothing_is_at_most_100_percent_off() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from orchestrator.db import PipelineExecution
+    from orchestrator.engine.estimates import _run_accuracy
+
+    start = datetime(2026, 12, 1, tzinfo=UTC)
+    estimate_body = {
+        "time_ms": {"p10": 50, "p50": 100, "p90": 200},
+        "cost_usd": {"expected": 0.0075},
+    }
+
+    def run(cost: float) -> PipelineExecution:
+        return PipelineExecution(
+            created_at=start,
+            completed_at=start + timedelta(milliseconds=100),
+            estimate=estimate_body,
+            total_cost_usd=cost,
+        )
+
+    assert _run_accuracy([run(0.0)] * 3)["cost_median_abs_pct_error"] == 100.0
+    assert _run_accuracy([run(0.0075)] * 3)["cost_median_abs_pct_error"] == 0.0
+    assert _run_accuracy([run(0.005)] * 3)["cost_median_abs_pct_error"] == 50.0
