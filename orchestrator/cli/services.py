@@ -51,9 +51,9 @@ def worker(settings: Settings, worker_type: str, concurrency: int | None, loglev
 @click.pass_obj
 def beat(settings: Settings, loglevel: str, check: bool) -> None:
     """Run Celery beat with the schedule of beat_schedule.py."""
-    from orchestrator.ops.beat_health import MAX_AGE_S, heartbeat_age
+    from orchestrator.ops.beat_health import MAX_AGE_S, SCHEDULE_FILE, SCHEDULER, heartbeat_age
 
-    schedule = settings.data_dir / "celerybeat-schedule"
+    schedule = settings.data_dir / SCHEDULE_FILE
     if check:  # the healthcheck of compose's beat service
         age = heartbeat_age(schedule)
         if age is None or age > MAX_AGE_S:
@@ -67,8 +67,7 @@ def beat(settings: Settings, loglevel: str, check: bool) -> None:
     require(settings, ("redis", "broker"))
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     app = create_celery_app(settings)
-    scheduler = "orchestrator.ops.beat_health:HeartbeatScheduler"
-    app.Beat(loglevel=loglevel, schedule=str(schedule), scheduler=scheduler).run()
+    app.Beat(loglevel=loglevel, schedule=str(schedule), scheduler=SCHEDULER).run()
 
 
 @click.command()

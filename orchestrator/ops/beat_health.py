@@ -16,6 +16,10 @@ from celery.beat import PersistentScheduler
 
 #: A heartbeat older than this means beat is not ticking.
 MAX_AGE_S = 60.0
+#: The scheduler every beat of ours runs, alone (``orchestrator beat``) or embedded in the
+#: coordinator's worker (``orchestrator workers``), so ``beat --check`` sees either tick.
+SCHEDULER = "orchestrator.ops.beat_health:HeartbeatScheduler"
+SCHEDULE_FILE = "celerybeat-schedule"
 
 
 def heartbeat_path(schedule_filename: str | Path) -> Path:

@@ -91,7 +91,7 @@ def start_worker(
             "--without-mingle",
             "-l",
             "INFO",
-            *(["-B", "-s", str(settings.data_dir / "celerybeat-schedule")] if beat else []),
+            *(_embedded_beat(settings) if beat else []),
         ],
         env=env,
         stdout=log,
@@ -110,6 +110,14 @@ def unserved_queues(app: Celery, queues: set[str], *, timeout_s: float = 0.5) ->
 def deployed_queues(registry: Registry) -> list[str]:
     """The coordinator and every worker type that is deployed (not a test-only type)."""
     return [COORDINATOR_QUEUE] + [w.name for w in registry if not w.internal]
+
+
+def _embedded_beat(settings: Settings) -> list[str]:
+    """``celery worker`` options that run beat inside it, ticking the heartbeat that
+    ``orchestrator beat --check`` reads, as a standalone ``orchestrator beat`` does."""
+    from orchestrator.ops.beat_health import SCHEDULE_FILE, SCHEDULER
+
+    return ["-B", "-s", str(settings.data_dir / SCHEDULE_FILE), "--scheduler", SCHEDULER]
 
 
 def start_fleet(

@@ -32,7 +32,7 @@ def wait_for(predicate, timeout_s: float = 90):  # type: ignore[no-untyped-def]
     raise TimeoutError("condition not met")
 
 
-def test_workers_brings_back_a_killed_worker_and_stops_cleanly(
+def test_workers_brings_back_a_killed_worker_runs_beat_and_stops_cleanly(
     e2e_settings: Settings, tmp_path: Path
 ) -> None:
     redis.Redis.from_url(FLEET_REDIS).flushdb()
@@ -48,7 +48,7 @@ def test_workers_brings_back_a_killed_worker_and_stops_cleanly(
     log = tmp_path / "workers.log"
     with log.open("wb") as out:
         command = subprocess.Popen(
-            [sys.executable, "-m", "orchestrator.cli", "workers", "--no-beat"],
+            [sys.executable, "-m", "orchestrator.cli", "workers"],
             cwd=ROOT,
             env=env,
             stdout=out,
@@ -64,6 +64,12 @@ def test_workers_brings_back_a_killed_worker_and_stops_cleanly(
         again = wait_for(lambda: pids_of(node) - first)
         assert {os.getpgid(pid) for pid in again} != {group}
         assert command.poll() is None  # the fleet goes on
+
+        def beat_ticks() -> bool:  # the embedded beat answers compose's healthcheck too
+            check = [sys.executable, "-m", "orchestrator.cli", "beat", "--check"]
+            return subprocess.run(check, cwd=ROOT, env=env, capture_output=True).returncode == 0
+
+        assert wait_for(beat_ticks)
     finally:
         command.send_signal(signal.SIGTERM)
         command.wait(timeout=60)
