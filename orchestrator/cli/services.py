@@ -106,7 +106,8 @@ def workers(settings: Settings, concurrency: int, beat: bool, autoscale: bool) -
     require(settings, ("redis", "broker"))
     store = ensure_running(settings)  # the zero-setup object store, when none is configured
     app = create_celery_app(settings)
-    queues = deployed_queues(load_worker_modules(settings.worker_modules))
+    # Every type the configured modules register: one asked for is one that runs must reach.
+    queues = deployed_queues(load_worker_modules(settings.worker_modules), internal=True)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     fleet = start_fleet(settings, app, queues=queues, concurrency=concurrency, beat=beat)
     click.echo(f"workers up: {', '.join(fleet.processes)} (logs in {fleet.log_dir}); Ctrl-C stops")

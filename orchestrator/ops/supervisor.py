@@ -107,9 +107,11 @@ def unserved_queues(app: Celery, queues: set[str], *, timeout_s: float = 0.5) ->
     return sorted(queues - served)
 
 
-def deployed_queues(registry: Registry) -> list[str]:
-    """The coordinator and every worker type that is deployed (not a test-only type)."""
-    return [COORDINATOR_QUEUE] + [w.name for w in registry if not w.internal]
+def deployed_queues(registry: Registry, *, internal: bool = False) -> list[str]:
+    """The coordinator and every worker type that is deployed (with ``internal``, also the
+    test and benchmark types the registry holds: only an explicit ``workers.testing`` in
+    ``ORCH_WORKER_MODULES`` loads them)."""
+    return [COORDINATOR_QUEUE] + [w.name for w in registry if internal or not w.internal]
 
 
 def _embedded_beat(settings: Settings) -> list[str]:

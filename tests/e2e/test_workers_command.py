@@ -44,6 +44,7 @@ def test_workers_brings_back_a_killed_worker_runs_beat_and_stops_cleanly(
         ORCH_DATABASE_URL=f"sqlite:///{tmp_path / 'fleet.db'}",
         ORCH_REDIS_URL=FLEET_REDIS,
         ORCH_BROKER_URL=FLEET_REDIS,
+        ORCH_WORKER_MODULES="workers,workers.testing",
     )
     log = tmp_path / "workers.log"
     with log.open("wb") as out:
@@ -56,6 +57,8 @@ def test_workers_brings_back_a_killed_worker_runs_beat_and_stops_cleanly(
         )
     try:
         wait_for(lambda: "workers up:" in log.read_text())
+        served = log.read_text().split("workers up:")[1].split(" (logs")[0].split(", ")
+        assert "sleep" in served and "feed_fetcher" in served  # the test types asked for too
         node = f"feed_fetcher@fleet-{command.pid} "
         first = wait_for(lambda: pids_of(node))
         group = os.getpgid(min(first))  # the worker leads its own process group
