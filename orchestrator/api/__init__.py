@@ -80,7 +80,8 @@ def create_app(settings: Settings, runtime: Runtime | None = None) -> OpenAPI:
                         f"(got {request.content_type or 'no Content-Type'})",
                         details={"header": "Content-Type"},
                     )
-                if not isinstance(parse_json(raw), dict):
+                g.body = parse_json(raw)  # parsed once; views that need no model read it here
+                if not isinstance(g.body, dict):
                     raise ValidationFailed("body: must be a JSON object", details={"where": "body"})
 
     @app.after_request

@@ -14,7 +14,6 @@ from flask import Response, current_app, g, request, stream_with_context
 from flask_openapi3 import APIBlueprint, Tag
 from sqlalchemy import func, select
 
-from orchestrator.api.body import parse_json
 from orchestrator.api.models import (
     DeliverablesOut,
     EstimateBody,
@@ -26,7 +25,7 @@ from orchestrator.api.models import (
     ExecutionPath,
     ExecutionsQuery,
 )
-from orchestrator.api.stream_hub import FINAL_PREFIX, entry_position, sse_frame
+from orchestrator.api.stream_hub import entry_position, render_frames, sse_frame
 from orchestrator.auth import Scope
 from orchestrator.constants import ExecutionStatus, Priority
 from orchestrator.db import PipelineExecution
@@ -75,10 +74,11 @@ def for_principal(body: dict[str, Any]) -> dict[str, Any]:
     if g.principal.scope is not Scope.MONITOR:
         return body
     body["parameters"] = None
-    body["error"] = HIDDEN_ERROR if body.get("error") else body.get("error")
+    for item in (body, *(body.get("stages") or ())):
+        if item.get("error"):
+            item["error"] = HIDDEN_ERROR
     for stage in body.get("stages") or ():
         stage["data_reference"] = None
-        stage["error"] = HIDDEN_ERROR if stage.get("error") else stage.get("error")
         summary = stage.get("summary")
         if isinstance(summary, dict) and summary.get("errors"):
             stage["summary"] = {**summary, "errors": [HIDDEN_ERROR] * len(summary["errors"])}
@@ -114,11 +114,8 @@ def _said_all(execution_id: str, cursor: str | None) -> Response | None:
     row, when the run ended so long ago that its events expired."""
     tail: Any = runtime().redis.xrevrange(stream_key(execution_id), count=1)
     if tail:
-        raw_id, fields = tail[0]
-        entry_id = raw_id.decode() if isinstance(raw_id, bytes) else raw_id
-        data = fields.get(b"data", fields.get("data", b""))
-        final = (data.decode() if isinstance(data, bytes) else data).startswith(FINAL_PREFIX)
-        past = cursor is not None and entry_position(entry_id) <= entry_position(cursor)
+        position, _, _, final = render_frames(tail)[0]
+        past = cursor is not None and position <= entry_position(cursor)
         return Response(status=204) if final and past else None
     execution = coordinator.load(runtime(), execution_id, stages=False)
     if not ExecutionStatus(execution.status).terminal:
@@ -210,8 +207,7 @@ def get_execution(path: ExecutionPath) -> dict[str, Any]:
 def _takes_no_body(action: str, why: str = "") -> None:
     """422 for a body with anything in it: an action that takes none must not look as if it
     had honoured one (``{}`` and no body are the same)."""
-    raw = request.get_data(cache=True)
-    if raw and parse_json(raw) not in ({}, None):
+    if g.get("body"):  # the request's JSON object, parsed (and checked) before any view
         reason = f": {why}" if why else ""
         raise ValidationFailed(f"body: {action} takes no body{reason}", details={"where": "body"})
 

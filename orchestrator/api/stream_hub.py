@@ -106,7 +106,7 @@ class StreamHub:
         except redis.RedisError as exc:  # the hub's own read reports the outage
             log.debug("SSE replay failed: %s", exc)
             return
-        _hand(sub, _frames(entries))
+        _hand(sub, render_frames(entries))
 
     def _other_client(self) -> redis.Redis:
         """The connection pool for everything but the hub's blocking read."""
@@ -168,7 +168,7 @@ class StreamHub:
         start = entry_position(read_from)
         with self._lock:
             subs = [s for s in self._subs.get(execution_id, ()) if s.position >= start]
-        frames = _frames(entries)
+        frames = render_frames(entries)
         for sub in subs:
             _hand(sub, frames)
 
@@ -177,7 +177,7 @@ class StreamHub:
 Frame = tuple[tuple[int, int], str, str, bool]
 
 
-def _frames(entries: list[Any]) -> list[Frame]:
+def render_frames(entries: list[Any]) -> list[Frame]:
     """Each stream entry rendered once, whatever the number of readers."""
     frames = []
     for raw_id, fields in entries:
